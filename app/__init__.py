@@ -1,0 +1,1 @@
+"""Whereabouts: the web service (settings, API, storage, domain)."""

@@ -1,0 +1,1 @@
+"""Pure domain logic: plain functions on plain data, no I/O."""

@@ -1,0 +1,1 @@
+"""Storage: one SQL layer (SQLAlchemy Core) over SQLite and PostgreSQL, with Alembic migrations."""

@@ -1,0 +1,373 @@
+"""The tables, declared once; migrations under `migrations/versions` create them.
+
+All times are stored in UTC (`UTCDateTime` refuses naive datetimes); calendar dates
+(promised dates, ETAs, release dates) are plain dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (and so auto-incrementing).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime stored in UTC on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every stored time must carry a timezone")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _id() -> Column[int]:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _brand_id() -> Column[int]:
+    return Column("brand_id", Id, ForeignKey("brands.id", ondelete="CASCADE"), nullable=False)
+
+
+def _timestamps() -> list[Column[dt.datetime]]:
+    return [
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+brands = Table(
+    "brands",
+    metadata,
+    _id(),
+    Column("slug", String(63), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("default_locale", String(35), nullable=False, server_default="en"),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("fulfillment_window_days", Integer, nullable=False, server_default="30"),
+    Column("consolidation_window_days", Integer, nullable=False, server_default="3"),
+    Column("handling_days", Integer, nullable=False, server_default="1"),
+    Column("transit_days_min", Integer, nullable=False, server_default="2"),
+    Column("transit_days_max", Integer, nullable=False, server_default="5"),
+    Column("eta_change_threshold_days", Integer, nullable=False, server_default="1"),
+    Column("choice_deadline_days", Integer, nullable=False, server_default="7"),
+    Column("choice_default_action", String(8), nullable=False, server_default="keep"),
+    Column("quiet_hours_start", String(5), nullable=False, server_default="21:00"),
+    Column("quiet_hours_end", String(5), nullable=False, server_default="08:00"),
+    Column("theme", String(63), nullable=False, server_default="default"),
+    Column("theme_tokens", Json, nullable=False, server_default=text("'{}'")),
+    Column("logo_url", String(2048)),
+    Column("support_email", String(320)),
+    Column("support_phone", String(16)),
+    Column("support_url", String(2048)),
+    *_timestamps(),
+    CheckConstraint("choice_default_action IN ('keep', 'cancel')", name="default_action"),
+    CheckConstraint("fulfillment_window_days > 0", name="window_positive"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("name", String(100), nullable=False, server_default=""),
+    # The public part of the key, used to find the row; the rest is only ever stored hashed.
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+    Index(None, "brand_id"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("external_id", String(64)),
+    Column("email", String(320)),
+    Column("phone", String(16)),  # E.164
+    Column("name", String(200)),
+    Column("locale", String(35)),
+    Column("timezone", String(64)),
+    Column("sms_consent", Boolean, nullable=False, server_default=text("false")),
+    Column("email_consent", Boolean, nullable=False, server_default=text("true")),
+    *_timestamps(),
+    Index(None, "brand_id", "external_id", unique=True),
+    Index(None, "brand_id", "email"),
+    Index(None, "brand_id", "phone"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("customer_id", Id, ForeignKey("customers.id", ondelete="SET NULL")),
+    Column("number", String(64), nullable=False),
+    Column("placed_at", UTCDateTime(), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("shipping_region", String(64)),
+    Column("shipping_city", String(100)),
+    Column("shipping_postal_code", String(16)),
+    Column("tracking_token", String(43), nullable=False, unique=True),
+    Column("version", Integer, nullable=False, server_default="1"),
+    *_timestamps(),
+    UniqueConstraint("brand_id", "number"),
+    Index(None, "customer_id"),
+)
+
+LINE_STATUSES = ("in_stock", "backordered", "shipped", "delivered", "cancelled", "substituted")
+BACKORDER_TYPES = (
+    "standard",
+    "preorder",
+    "custom",
+    "dropship",
+    "manufacturer",
+    "seasonal",
+    "indefinite",
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    _id(),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    _brand_id(),
+    Column("ref", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("image_url", String(2048)),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("backorder_type", String(16)),
+    # A date the brand already knows for this line (a drop-ship vendor's promise).
+    Column("vendor_date", Date),
+    *_timestamps(),
+    UniqueConstraint("order_id", "ref"),
+    # The ETA engine reads one SKU's waiting lines at a time.
+    Index(None, "brand_id", "sku", "status"),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint("unit_price_minor >= 0", name="price_not_negative"),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in LINE_STATUSES) + ")", name="status"
+    ),
+    CheckConstraint(
+        "backorder_type IS NULL OR backorder_type IN ("
+        + ", ".join(f"'{t}'" for t in BACKORDER_TYPES)
+        + ")",
+        name="backorder_type",
+    ),
+)
+
+SHIPMENT_STATUSES = (
+    "label_created",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+    "exception",
+    "returned",
+    "lost",
+)
+
+shipments = Table(
+    "shipments",
+    metadata,
+    _id(),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    _brand_id(),
+    Column("ref", String(64), nullable=False),
+    Column("carrier", String(64), nullable=False),
+    Column("service", String(64)),
+    Column("tracking_number", String(64), nullable=False),
+    Column("tracking_url", String(2048)),
+    Column("status", String(20), nullable=False),
+    Column("promised_date", Date),
+    Column("carrier_eta", Date),
+    Column("shipped_at", UTCDateTime()),
+    Column("delivered_at", UTCDateTime()),
+    Column("last_checkpoint_at", UTCDateTime()),
+    *_timestamps(),
+    UniqueConstraint("order_id", "ref"),
+    Index(None, "brand_id", "carrier", "tracking_number"),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in SHIPMENT_STATUSES) + ")", name="status"
+    ),
+)
+
+shipment_lines = Table(
+    "shipment_lines",
+    metadata,
+    Column("shipment_id", Id, ForeignKey("shipments.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "order_line_id",
+        Id,
+        ForeignKey("order_lines.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("quantity", Integer, nullable=False),
+    Index(None, "order_line_id"),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    _id(),
+    Column("shipment_id", Id, ForeignKey("shipments.id", ondelete="CASCADE"), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("city", String(100)),
+    Column("region", String(100)),
+    Column("country", String(2)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "shipment_id", "occurred_at"),
+)
+
+skus = Table(
+    "skus",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("sku", String(64), nullable=False),
+    Column("title", String(300)),
+    Column("on_hand", Integer, nullable=False, server_default="0"),
+    Column("production_lead_days", Integer),
+    Column("release_date", Date),
+    Column("season_start", Date),
+    *_timestamps(),
+    UniqueConstraint("brand_id", "sku"),
+    CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
+)
+
+SUPPLY_KINDS = ("purchase_order", "production", "vendor")
+
+inbound_supply = Table(
+    "inbound_supply",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("sku_id", Id, ForeignKey("skus.id", ondelete="CASCADE"), nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="purchase_order"),
+    Column("quantity", Integer, nullable=False),
+    Column("received_quantity", Integer, nullable=False, server_default="0"),
+    Column("expected_date", Date, nullable=False),
+    Column("confidence", Float, nullable=False, server_default="1.0"),
+    *_timestamps(),
+    UniqueConstraint("sku_id", "ref"),
+    Index(None, "sku_id", "expected_date"),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint(
+        "received_quantity >= 0 AND received_quantity <= quantity", name="received_in_range"
+    ),
+    CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _brand_id(),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE")),
+    Column("type", String(48), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # The writing transaction's id on PostgreSQL (0 on SQLite, whose writes are serialised):
+    # readers page by (txid, id) so an event committed late is never skipped.
+    Column("txid", BigInteger, nullable=False, server_default="0"),
+    Index(None, "brand_id", "txid", "id"),
+    Index(None, "order_id", "id"),
+)
+
+CHOICE_STATES = ("open", "made", "defaulted", "needs_person", "closed")
+
+choices = Table(
+    "choices",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("order_line_id", Id, ForeignKey("order_lines.id", ondelete="CASCADE"), nullable=False),
+    Column("reason", String(16), nullable=False),  # at_risk | expired
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("alternatives", Json, nullable=False, server_default=text("'[]'")),
+    Column("deadline", UTCDateTime(), nullable=False),
+    Column("default_action", String(8), nullable=False),
+    Column("decision", String(8)),  # keep | switch | refund
+    Column("alternative_sku", String(64)),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_via", String(8)),  # page | sms | default
+    *_timestamps(),
+    Index(None, "order_id"),
+    Index(None, "state", "deadline"),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in CHOICE_STATES) + ")", name="state"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("brand_id", Id, ForeignKey("brands.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "created_at"),
+)

@@ -1,0 +1,1 @@
+"""Whereabouts message pipeline: outbox, rendering and providers (built in later steps)."""
