@@ -1,0 +1,1 @@
+"""The merchant REST API under /api/v1."""

@@ -1,0 +1,230 @@
+"""How an API endpoint is declared and run.
+
+An `Endpoint` names its method, path, body and response models; `route()` turns it into a
+Starlette route that authenticates, enforces the body's media type and size, validates it,
+opens the right transaction (reads share a snapshot, writes go through the single write path),
+applies `Idempotency-Key` on POST and renders every error as problem+json. The OpenAPI document
+is generated from the same declarations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api import idempotency
+from app.api.keys import Brand, authenticate, touch_key
+from app.api.problems import (
+    Conflict,
+    InvalidFields,
+    PayloadTooLarge,
+    Problem,
+    Unauthorized,
+    UnsupportedMediaType,
+    pydantic_path,
+)
+from app.services import Services
+
+log = logging.getLogger("whereabouts.api")
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    description: str
+    schema: dict[str, Any]
+
+
+@dataclass
+class Call:
+    """What a handler gets: the brand, an open connection, the validated body, path values."""
+
+    request: Request
+    services: Services
+    brand: Brand
+    conn: AsyncConnection
+    body: Any
+    path: dict[str, str]
+    now: dt.datetime
+
+    def query(self, name: str) -> str | None:
+        """Return a query-string value."""
+        return self.request.query_params.get(name)
+
+
+@dataclass
+class Reply:
+    body: BaseModel | None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type[BaseModel] | None
+    body: type[BaseModel] | None = None
+    status: int = 200
+    writes: bool = False
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = ()
+    tag: str = "orders"
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def _json_media_type(value: str | None) -> bool:
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise Problem(
+                "Content-Length is not a number", code="invalid-parameter", status=400
+            ) from None
+        if too_big:
+            raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is over the limit of {limit} bytes.", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise Problem(
+                "The body is not valid JSON: " + errors[0]["msg"], code="invalid-json", status=400
+            ) from None
+        raise InvalidFields(
+            [{"path": pydantic_path(error["loc"]), "message": error["msg"]} for error in errors]
+        ) from None
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+def _render(reply: Reply) -> tuple[int, str]:
+    if reply.body is None:
+        return reply.status, ""
+    return reply.status, reply.body.model_dump_json()
+
+
+def route(endpoint: Endpoint, prefix: str) -> Route:
+    """Build the Starlette route that runs `endpoint`."""
+
+    async def run(request: Request) -> Response:
+        services: Services = request.state.services
+        try:
+            return await _run(endpoint, request, services)
+        except Problem as problem:
+            return problem.response()
+
+    return Route(prefix + endpoint.path, run, methods=[endpoint.method], name=endpoint.operation_id)
+
+
+async def _run(endpoint: Endpoint, request: Request, services: Services) -> Response:
+    db = services.db
+    now = services.clock()
+    token = _bearer(request)
+    async with db.read() as conn:
+        match = await authenticate(conn, token, now)
+    if match is None:
+        raise Unauthorized()
+    if match.stale_last_used:
+        async with db.write() as conn:
+            await touch_key(conn, match.key_id, now)
+
+    raw = b""
+    body: BaseModel | None = None
+    if endpoint.body is not None:
+        if not _json_media_type(request.headers.get("content-type")):
+            raise UnsupportedMediaType("Send the body as application/json.")
+        raw = await _read_body(request, services.settings.api_max_body_bytes)
+        body = _validate(endpoint.body, raw)
+
+    key = request.headers.get("idempotency-key") if endpoint.method == "POST" else None
+    path = dict(request.path_params)
+    try:
+        if not endpoint.writes:
+            async with db.read() as conn:
+                reply = await endpoint.handler(
+                    Call(request, services, match.brand, conn, body, path, now)
+                )
+            status, text = _render(reply)
+            return _response(status, text, reply.headers)
+        async with db.write() as conn:
+            if key is not None:
+                fingerprint = idempotency.request_fingerprint(
+                    endpoint.method, request.url.path, raw
+                )
+                stored = await idempotency.claim(
+                    conn,
+                    match.brand.id,
+                    key,
+                    fingerprint,
+                    now,
+                    dt.timedelta(hours=services.settings.idempotency_ttl_hours),
+                )
+                if stored is not None:
+                    return _response(stored.status, stored.body, {"Idempotent-Replayed": "true"})
+            reply = await endpoint.handler(
+                Call(request, services, match.brand, conn, body, path, now)
+            )
+            status, text = _render(reply)
+            if key is not None:
+                await idempotency.store(conn, match.brand.id, key, status, text)
+        return _response(status, text, reply.headers)
+    except IntegrityError as exc:
+        # A constraint the handler did not foresee (usually a concurrent writer): nothing was kept.
+        log.warning(
+            "integrity error on %s %s: %s", endpoint.method, endpoint.path, type(exc.orig).__name__
+        )
+        raise Conflict(
+            "The change conflicts with data written at the same time; retry it."
+        ) from None
+
+
+def _response(status: int, text: str, headers: dict[str, str]) -> Response:
+    if not text:
+        return Response(status_code=status, headers=headers)
+    return Response(text, status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,70 @@
+"""Which order lines travel in which parcel, and what that makes of each line's status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+UNSHIPPABLE = frozenset({"cancelled", "substituted"})
+
+
+@dataclass(frozen=True, slots=True)
+class ParcelIssue:
+    """One reason a set of parcels does not fit the order's lines."""
+
+    parcel: str
+    line: str
+    kind: Literal["unknown_line", "not_shippable", "exceeds"]
+    message: str
+
+
+def shipped_quantities(parcels: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Sum, per line, the units packed across all parcels."""
+    totals: dict[str, int] = {}
+    for contents in parcels.values():
+        for line, quantity in contents.items():
+            totals[line] = totals.get(line, 0) + quantity
+    return totals
+
+
+def check_parcels(
+    lines: Mapping[str, tuple[int, str]], parcels: Mapping[str, Mapping[str, int]]
+) -> list[ParcelIssue]:
+    """List every way `parcels` ({parcel: {line: qty}}) misfits `lines` ({line: (qty, status)})."""
+    issues: list[ParcelIssue] = []
+    for parcel, contents in parcels.items():
+        for line in contents:
+            if line not in lines:
+                issues.append(
+                    ParcelIssue(parcel, line, "unknown_line", "no such line in the order")
+                )
+            elif lines[line][1] in UNSHIPPABLE:
+                issues.append(
+                    ParcelIssue(parcel, line, "not_shippable", f"the line is {lines[line][1]}")
+                )
+    totals = shipped_quantities(parcels)
+    for line, shipped in sorted(totals.items()):
+        if line in lines and shipped > lines[line][0]:
+            parcel = next(p for p, contents in parcels.items() if line in contents)
+            issues.append(
+                ParcelIssue(
+                    parcel,
+                    line,
+                    "exceeds",
+                    f"{shipped} units packed in all parcels but the line holds {lines[line][0]}",
+                )
+            )
+    return issues
+
+
+def effective_status(requested: str, quantity: int, shipped: int, all_delivered: bool) -> str:
+    """Return a line's status given the brand's word for it and the parcels it travels in."""
+    if requested in UNSHIPPABLE:
+        return requested
+    if shipped >= quantity:
+        return "delivered" if all_delivered else "shipped"
+    if requested in {"shipped", "delivered"}:
+        # Units were taken back out of parcels: the rest is again waiting to ship.
+        return "in_stock"
+    return requested

@@ -1,0 +1,633 @@
+"""Orders as stored: load an order's state, work out the state a change asks for, write the difference.
+
+Creating many orders at once (the batch API) is a bulk insert; changing an existing order goes
+through `OrderState`: load it, build the wanted state, `persist` the difference. Either way the
+order's version goes up exactly when something changed, and an event says what.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
+from app.api.problems import InvalidFields, NotFound, Problem
+from app.domain.parcels import ParcelIssue, check_parcels, effective_status, shipped_quantities
+from app.storage import events
+from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
+
+TOKEN_BYTES = 24  # 192 random bits in every tracking link
+
+ORDER_FIELDS = (
+    "customer_id",
+    "placed_at",
+    "currency",
+    "shipping_region",
+    "shipping_city",
+    "shipping_postal_code",
+)
+LINE_FIELDS = (
+    "position",
+    "sku",
+    "title",
+    "image_url",
+    "quantity",
+    "unit_price_minor",
+    "status",
+    "backorder_type",
+    "vendor_date",
+)
+SHIPMENT_FIELDS = (
+    "carrier",
+    "service",
+    "tracking_number",
+    "tracking_url",
+    "status",
+    "promised_date",
+    "carrier_eta",
+    "shipped_at",
+    "delivered_at",
+)
+
+
+@dataclass
+class LineState:
+    values: dict[str, Any]
+    requested_status: str
+    id: int | None = None
+
+
+@dataclass
+class ShipmentState:
+    values: dict[str, Any]
+    contents: dict[str, int]
+    id: int | None = None
+
+
+@dataclass
+class OrderState:
+    number: str
+    values: dict[str, Any]
+    lines: dict[str, LineState] = field(default_factory=dict)
+    shipments: dict[str, ShipmentState] = field(default_factory=dict)
+    id: int | None = None
+    version: int = 0
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Upserted:
+    number: str
+    result: str  # created | updated | unchanged
+    version: int
+    token: str
+
+
+# Building states -------------------------------------------------------------------------
+
+
+def line_values(line: LineIn, position: int) -> dict[str, Any]:
+    """Turn a line payload into column values (status is derived later)."""
+    backorder_type = line.backorder_type
+    if line.status == "backordered" and backorder_type is None:
+        backorder_type = "standard"
+    return {
+        "position": position,
+        "sku": line.sku,
+        "title": line.title,
+        "image_url": str(line.image_url) if line.image_url else None,
+        "quantity": line.quantity,
+        "unit_price_minor": line.unit_price,
+        "status": line.status,
+        "backorder_type": backorder_type,
+        "vendor_date": line.vendor_date,
+    }
+
+
+def shipment_values(shipment: ShipmentIn) -> dict[str, Any]:
+    """Turn a parcel payload into column values."""
+    return {
+        "carrier": shipment.carrier,
+        "service": shipment.service,
+        "tracking_number": shipment.tracking_number,
+        "tracking_url": str(shipment.tracking_url) if shipment.tracking_url else None,
+        "status": shipment.status,
+        "promised_date": shipment.promised_date,
+        "carrier_eta": shipment.carrier_eta,
+        "shipped_at": shipment.shipped_at,
+        "delivered_at": shipment.delivered_at,
+    }
+
+
+def wanted_state(current: OrderState | None, payload: OrderIn, customer_id: int) -> OrderState:
+    """Return the state an upsert payload asks for, starting from the stored one (if any)."""
+    state = OrderState(
+        number=payload.number,
+        values={
+            "customer_id": customer_id,
+            "placed_at": payload.placed_at,
+            "currency": payload.currency,
+            "shipping_region": payload.shipping.region,
+            "shipping_city": payload.shipping.city,
+            "shipping_postal_code": payload.shipping.postal_code,
+        },
+    )
+    if current is not None:
+        state.id, state.version, state.token = current.id, current.version, current.token
+        state.shipments = copy.deepcopy(current.shipments)
+    for position, line in enumerate(payload.lines):
+        stored = current.lines.get(line.key) if current else None
+        state.lines[line.key] = LineState(
+            line_values(line, position), line.status, stored.id if stored else None
+        )
+    if current is not None:
+        # Lines the brand no longer sends are cancelled, never deleted: parcels may name them.
+        for ref, stored in current.lines.items():
+            if ref not in state.lines:
+                values = dict(stored.values, status="cancelled")
+                state.lines[ref] = LineState(values, "cancelled", stored.id)
+    for shipment in payload.shipments:
+        stored_parcel = state.shipments.get(shipment.ref)
+        state.shipments[shipment.ref] = ShipmentState(
+            shipment_values(shipment),
+            {item.line: item.quantity for item in shipment.lines},
+            stored_parcel.id if stored_parcel else None,
+        )
+    return state
+
+
+def settle(state: OrderState, where: Callable[[ParcelIssue], str]) -> None:
+    """Check the parcels against the lines and derive each line's status; raise on misfits."""
+    issues = check_parcels(
+        {
+            ref: (line.values["quantity"], line.requested_status)
+            for ref, line in state.lines.items()
+        },
+        {ref: parcel.contents for ref, parcel in state.shipments.items()},
+    )
+    unknown = [issue for issue in issues if issue.kind == "unknown_line"]
+    if unknown:
+        raise InvalidFields(
+            [{"path": where(i), "message": f"no line {i.line!r} in this order"} for i in unknown]
+        )
+    if issues:
+        raise Problem(
+            "Parcels hold more of a line than the order has, or a line that will not ship.",
+            code="quantity-exceeded",
+            status=409,
+            errors=[{"path": where(i), "message": i.message} for i in issues],
+        )
+    shipped = shipped_quantities({ref: p.contents for ref, p in state.shipments.items()})
+    for ref, line in state.lines.items():
+        parcels = [p for p in state.shipments.values() if ref in p.contents]
+        delivered = bool(parcels) and all(p.values["status"] == "delivered" for p in parcels)
+        line.values["status"] = effective_status(
+            line.requested_status, line.values["quantity"], shipped.get(ref, 0), delivered
+        )
+
+
+def payload_locator(payload: OrderIn, prefix: str) -> Callable[[ParcelIssue], str]:
+    """Point a parcel issue at the field of `payload` that caused it."""
+    parcel_index = {s.ref: j for j, s in enumerate(payload.shipments)}
+    line_index = {line.key: i for i, line in enumerate(payload.lines)}
+
+    def where(issue: ParcelIssue) -> str:
+        j = parcel_index.get(issue.parcel)
+        if j is not None:
+            k = next(
+                k for k, item in enumerate(payload.shipments[j].lines) if item.line == issue.line
+            )
+            return f"{prefix}shipments[{j}].lines[{k}].line"
+        i = line_index.get(issue.line)
+        return f"{prefix}lines[{i}]" if i is not None else f"{prefix}lines"
+
+    return where
+
+
+# Loading ---------------------------------------------------------------------------------
+
+
+async def load_states(
+    conn: AsyncConnection, brand_id: int, numbers: Sequence[str]
+) -> dict[str, OrderState]:
+    """Load the stored state of the brand's orders with these numbers."""
+    if not numbers:
+        return {}
+    rows = (
+        await conn.execute(
+            select(orders).where(orders.c.brand_id == brand_id, orders.c.number.in_(numbers))
+        )
+    ).all()
+    states = {
+        r.number: OrderState(
+            number=r.number,
+            values={name: getattr(r, name) for name in ORDER_FIELDS},
+            id=r.id,
+            version=r.version,
+            token=r.tracking_token,
+        )
+        for r in rows
+    }
+    if not states:
+        return states
+    by_id = {state.id: state for state in states.values()}
+    line_rows = (
+        await conn.execute(select(order_lines).where(order_lines.c.order_id.in_(list(by_id))))
+    ).all()
+    line_refs: dict[int, str] = {}
+    for r in line_rows:
+        values = {name: getattr(r, name) for name in LINE_FIELDS}
+        by_id[r.order_id].lines[r.ref] = LineState(values, r.status, r.id)
+        line_refs[r.id] = r.ref
+    parcel_rows = (
+        await conn.execute(select(shipments).where(shipments.c.order_id.in_(list(by_id))))
+    ).all()
+    parcels: dict[int, ShipmentState] = {}
+    for r in parcel_rows:
+        parcel = ShipmentState({name: getattr(r, name) for name in SHIPMENT_FIELDS}, {}, r.id)
+        by_id[r.order_id].shipments[r.ref] = parcel
+        parcels[r.id] = parcel
+    if parcels:
+        content_rows = (
+            await conn.execute(
+                select(shipment_lines).where(shipment_lines.c.shipment_id.in_(list(parcels)))
+            )
+        ).all()
+        for r in content_rows:
+            parcels[r.shipment_id].contents[line_refs[r.order_line_id]] = r.quantity
+    return states
+
+
+async def load_state(conn: AsyncConnection, brand_id: int, number: str) -> OrderState:
+    """Load one order's state or raise 404 (also for another brand's order)."""
+    state = (await load_states(conn, brand_id, [number])).get(number)
+    if state is None:
+        raise NotFound(f"No order {number!r}.")
+    return state
+
+
+# Customers -------------------------------------------------------------------------------
+
+_CUSTOMER_FIELDS = (
+    "external_id",
+    "email",
+    "phone",
+    "name",
+    "locale",
+    "timezone",
+    "sms_consent",
+    "email_consent",
+)
+
+
+def _customer_values(customer: CustomerIn) -> dict[str, Any]:
+    given = customer.model_fields_set
+    values: dict[str, Any] = {}
+    mapping = {"id": "external_id"}
+    for name in (
+        "id",
+        "email",
+        "phone",
+        "name",
+        "locale",
+        "timezone",
+        "sms_consent",
+        "email_consent",
+    ):
+        if name in given:
+            value = getattr(customer, name)
+            values[mapping.get(name, name)] = value.lower() if name == "email" and value else value
+    return values
+
+
+async def resolve_customers(
+    conn: AsyncConnection, brand_id: int, payloads: Sequence[CustomerIn], now: dt.datetime
+) -> list[int]:
+    """Find or create each payload's customer (matched on the brand's id, then email, then phone)."""
+    wanted = [_customer_values(c) for c in payloads]
+    ext_ids = {v["external_id"] for v in wanted if v.get("external_id")}
+    emails = {v["email"] for v in wanted if v.get("email")}
+    phones = {v["phone"] for v in wanted if v.get("phone")}
+    conditions = []
+    if ext_ids:
+        conditions.append(customers.c.external_id.in_(ext_ids))
+    if emails:
+        conditions.append(customers.c.email.in_(emails))
+    if phones:
+        conditions.append(customers.c.phone.in_(phones))
+    rows = (
+        await conn.execute(
+            select(customers).where(customers.c.brand_id == brand_id, or_(*conditions))
+        )
+    ).all()
+    index: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def remember(record: dict[str, Any]) -> None:
+        for name in ("external_id", "email", "phone"):
+            if record.get(name):
+                index.setdefault((name, record[name]), record)
+
+    for r in rows:
+        remember({"id": r.id, **{name: getattr(r, name) for name in _CUSTOMER_FIELDS}})
+    chosen: list[dict[str, Any]] = []
+    fresh: list[dict[str, Any]] = []
+    dirty: dict[int, dict[str, Any]] = {}
+    for values in wanted:
+        record = next(
+            (
+                index[(name, values[name])]
+                for name in ("external_id", "email", "phone")
+                if values.get(name) and (name, values[name]) in index
+            ),
+            None,
+        )
+        if record is None:
+            record = {"id": None, "sms_consent": False, "email_consent": True, **values}
+            fresh.append(record)
+        elif any(record.get(name) != value for name, value in values.items()):
+            record.update(values)
+            if record["id"] is not None:
+                dirty[record["id"]] = record
+        remember(record)
+        chosen.append(record)
+    if fresh:
+        inserted = await conn.execute(
+            customers.insert().returning(customers.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "brand_id": brand_id,
+                    **{name: record.get(name) for name in _CUSTOMER_FIELDS},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for record in fresh
+            ],
+        )
+        for record, new_id in zip(fresh, inserted.scalars().all(), strict=True):
+            record["id"] = new_id
+    if dirty:
+        await conn.execute(
+            update(customers)
+            .where(customers.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in (*_CUSTOMER_FIELDS, "updated_at")}),
+            [
+                {"_id": cid, **{name: r.get(name) for name in _CUSTOMER_FIELDS}, "updated_at": now}
+                for cid, r in dirty.items()
+            ],
+        )
+    return [record["id"] for record in chosen]
+
+
+# Writing ---------------------------------------------------------------------------------
+
+
+async def insert_new(
+    conn: AsyncConnection, brand_id: int, states: Sequence[OrderState], now: dt.datetime
+) -> None:
+    """Bulk-insert orders that do not exist yet, with their lines and parcels."""
+    if not states:
+        return
+    for state in states:
+        state.token = secrets.token_urlsafe(TOKEN_BYTES)
+        state.version = 1
+    result = await conn.execute(
+        orders.insert().returning(orders.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "brand_id": brand_id,
+                "number": s.number,
+                "tracking_token": s.token,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+                **s.values,
+            }
+            for s in states
+        ],
+    )
+    for state, order_id in zip(states, result.scalars().all(), strict=True):
+        state.id = order_id
+    await _insert_lines(
+        conn, brand_id, [(s, ref, line) for s in states for ref, line in s.lines.items()], now
+    )
+    await _insert_parcels(
+        conn, brand_id, [(s, ref, p) for s in states for ref, p in s.shipments.items()], now
+    )
+    await events.record(
+        conn,
+        brand_id,
+        [
+            events.NewEvent(
+                s.id,
+                "order_created",
+                {
+                    "lines": len(s.lines),
+                    "backordered_lines": sum(
+                        1 for line in s.lines.values() if line.values["status"] == "backordered"
+                    ),
+                    "shipments": len(s.shipments),
+                },
+            )
+            for s in states
+        ],
+        now,
+    )
+
+
+async def _insert_lines(
+    conn: AsyncConnection,
+    brand_id: int,
+    items: Sequence[tuple[OrderState, str, LineState]],
+    now: dt.datetime,
+) -> None:
+    if not items:
+        return
+    result = await conn.execute(
+        order_lines.insert().returning(order_lines.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "order_id": state.id,
+                "brand_id": brand_id,
+                "ref": ref,
+                "created_at": now,
+                "updated_at": now,
+                **line.values,
+            }
+            for state, ref, line in items
+        ],
+    )
+    for (_, _, line), line_id in zip(items, result.scalars().all(), strict=True):
+        line.id = line_id
+
+
+async def _insert_parcels(
+    conn: AsyncConnection,
+    brand_id: int,
+    items: Sequence[tuple[OrderState, str, ShipmentState]],
+    now: dt.datetime,
+) -> None:
+    if not items:
+        return
+    result = await conn.execute(
+        shipments.insert().returning(shipments.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "order_id": state.id,
+                "brand_id": brand_id,
+                "ref": ref,
+                "created_at": now,
+                "updated_at": now,
+                **parcel.values,
+            }
+            for state, ref, parcel in items
+        ],
+    )
+    for (_, _, parcel), parcel_id in zip(items, result.scalars().all(), strict=True):
+        parcel.id = parcel_id
+    await _insert_contents(conn, items)
+
+
+async def _insert_contents(
+    conn: AsyncConnection, items: Sequence[tuple[OrderState, str, ShipmentState]]
+) -> None:
+    rows = [
+        {"shipment_id": parcel.id, "order_line_id": state.lines[line].id, "quantity": qty}
+        for state, _, parcel in items
+        for line, qty in parcel.contents.items()
+    ]
+    if rows:
+        await conn.execute(shipment_lines.insert(), rows)
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in new.items() if old.get(name) != value}
+
+
+async def persist(
+    conn: AsyncConnection,
+    brand_id: int,
+    old: OrderState,
+    new: OrderState,
+    now: dt.datetime,
+    event_type: str = "order_updated",
+    data: dict[str, Any] | None = None,
+    force: bool = False,
+) -> list[str]:
+    """Write the difference between two states of a stored order; return what changed.
+
+    With changes (or `force`), the order's version goes up and one `event_type` event records
+    the changes plus `data`.
+    """
+    assert new.id is not None and new.id == old.id
+    changes: list[str] = []
+    order_changes = _changed(old.values, new.values)
+    changes += sorted(order_changes)
+
+    fresh_lines = [(new, ref, line) for ref, line in new.lines.items() if line.id is None]
+    await _insert_lines(conn, brand_id, fresh_lines, now)
+    changes += [f"lines.{ref}.added" for _, ref, _ in fresh_lines]
+    line_updates = []
+    for ref, line in new.lines.items():
+        before = old.lines.get(ref)
+        if before is None:
+            continue
+        diff = _changed(before.values, line.values)
+        if diff:
+            line_updates.append({"_id": line.id, **line.values, "updated_at": now})
+            changes += [f"lines.{ref}.{name}" for name in sorted(diff)]
+    if line_updates:
+        await conn.execute(
+            update(order_lines)
+            .where(order_lines.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in (*LINE_FIELDS, "updated_at")}),
+            line_updates,
+        )
+
+    fresh_parcels = [(new, ref, p) for ref, p in new.shipments.items() if p.id is None]
+    await _insert_parcels(conn, brand_id, fresh_parcels, now)
+    changes += [f"shipments.{ref}.added" for _, ref, _ in fresh_parcels]
+    refilled = []
+    for ref, parcel in new.shipments.items():
+        before = old.shipments.get(ref)
+        if before is None:
+            continue
+        diff = _changed(before.values, parcel.values)
+        if diff:
+            await conn.execute(
+                update(shipments)
+                .where(shipments.c.id == parcel.id)
+                .values(**parcel.values, updated_at=now)
+            )
+            changes += [f"shipments.{ref}.{name}" for name in sorted(diff)]
+        if before.contents != parcel.contents:
+            refilled.append((new, ref, parcel))
+            changes.append(f"shipments.{ref}.lines")
+    if refilled:
+        await conn.execute(
+            delete(shipment_lines).where(
+                shipment_lines.c.shipment_id.in_([p.id for _, _, p in refilled])
+            )
+        )
+        await _insert_contents(conn, refilled)
+
+    if not changes and not force:
+        return changes
+    new.version = old.version + 1
+    await conn.execute(
+        update(orders)
+        .where(orders.c.id == new.id)
+        .values(**order_changes, version=new.version, updated_at=now)
+    )
+    await events.record(
+        conn,
+        brand_id,
+        [events.NewEvent(new.id, event_type, {"changes": changes, **(data or {})})],
+        now,
+    )
+    return changes
+
+
+async def upsert(
+    conn: AsyncConnection,
+    brand_id: int,
+    payloads: Sequence[OrderIn],
+    now: dt.datetime,
+    prefix: Callable[[int], str],
+) -> list[Upserted]:
+    """Create or update orders keyed on their numbers, in one transaction."""
+    seen: dict[str, int] = {}
+    for i, payload in enumerate(payloads):
+        if payload.number in seen:
+            raise InvalidFields(
+                [
+                    {
+                        "path": f"{prefix(i)}number",
+                        "message": "this order number appears twice in the request",
+                    }
+                ]
+            )
+        seen[payload.number] = i
+    stored = await load_states(conn, brand_id, [p.number for p in payloads])
+    customer_ids = await resolve_customers(conn, brand_id, [p.customer for p in payloads], now)
+    wanted: list[OrderState] = []
+    for i, (payload, customer_id) in enumerate(zip(payloads, customer_ids, strict=True)):
+        state = wanted_state(stored.get(payload.number), payload, customer_id)
+        settle(state, payload_locator(payload, prefix(i)))
+        wanted.append(state)
+    await insert_new(conn, brand_id, [s for s in wanted if s.id is None], now)
+    results: list[Upserted] = []
+    for state in wanted:
+        before = stored.get(state.number)
+        if before is None:
+            result = "created"
+        else:
+            result = "updated" if await persist(conn, brand_id, before, state, now) else "unchanged"
+        results.append(Upserted(state.number, result, state.version, state.token))
+    return results
