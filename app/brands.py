@@ -41,7 +41,9 @@ async def create_brand(
 
 async def brand_id(conn: AsyncConnection, slug: str) -> int:
     """Return the id of the brand with this slug."""
-    found = (await conn.execute(select(brands.c.id).where(brands.c.slug == slug))).scalar_one_or_none()
+    found = (
+        await conn.execute(select(brands.c.id).where(brands.c.slug == slug))
+    ).scalar_one_or_none()
     if found is None:
         raise BrandError(f"no brand {slug!r}")
     return int(found)

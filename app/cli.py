@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--no-migrate", action="store_true", help="do not migrate first")
     sub.add_parser("migrate", help="bring the database schema up to date")
 
-    brand = sub.add_parser("brand", help="manage brands").add_subparsers(dest="action", required=True)
+    brand = sub.add_parser("brand", help="manage brands").add_subparsers(
+        dest="action", required=True
+    )
     create = brand.add_parser("create", help="create a brand")
     create.add_argument("slug")
     create.add_argument("name")
@@ -112,14 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--locale", default="en")
     create.add_argument("--window-days", type=int, default=30)
 
-    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(dest="action", required=True)
+    apikey = sub.add_parser("apikey", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
     key_create = apikey.add_parser("create", help="mint a key for a brand (printed once)")
     key_create.add_argument("brand", help="the brand's slug")
     key_create.add_argument("--name", default="")
     key_revoke = apikey.add_parser("revoke", help="revoke a key by its prefix")
     key_revoke.add_argument("prefix")
 
-    demo = sub.add_parser("demo", help="fresh demo database, an API key and tracking links, then serve")
+    demo = sub.add_parser(
+        "demo", help="fresh demo database, an API key and tracking links, then serve"
+    )
     demo.add_argument("--no-serve", action="store_true", help="load the demo and exit")
     return parser
 
@@ -132,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"whereabouts: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "serve":
             serve(settings, migrate_first=not args.no_migrate)

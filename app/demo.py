@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from app.api.keys import create_key
-from app.api.models import CheckpointIn, OrderIn, ShipmentIn, SkuIn, SupplyIn
+from app.api.models import CheckpointIn, OrderIn, SkuIn, SupplyIn
 from app.brands import create_brand
 from app.services import Services, utc_now
 from app.settings import SETTINGS, Settings

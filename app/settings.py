@@ -90,25 +90,11 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
-        "SECRET_KEY",
-        "secret_key",
-        "",
-        "Secret for signed links and CSRF tokens. Empty means a random key per start (fine for "
-        "the demo, not for production where several processes must agree).",
-    ),
-    Setting(
         "API_MAX_BODY_BYTES",
         "api_max_body_bytes",
         "8388608",
         "Largest request body the API accepts, in bytes (a full 1,000-order batch fits); larger "
         "bodies get 413.",
-        _positive_int,
-    ),
-    Setting(
-        "API_BATCH_MAX_ORDERS",
-        "api_batch_max_orders",
-        "1000",
-        "Most orders one batch request may carry.",
         _positive_int,
     ),
     Setting(
@@ -158,9 +144,7 @@ class Settings:
     host: str
     port: int
     web_concurrency: int
-    secret_key: str
     api_max_body_bytes: int
-    api_batch_max_orders: int
     idempotency_ttl_hours: int
     sqlite_busy_timeout_ms: int
     db_pool_size: int

@@ -43,7 +43,7 @@ def anyio_backend() -> str:
 
 
 def run_blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion on its own loop in a helper thread (safe inside a test loop)."""
+    """Run a coroutine on its own loop in a helper thread (safe inside a running test loop)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(lambda: asyncio.run(make())).result()
 

@@ -1,8 +1,8 @@
 import pytest
 
-pytestmark = pytest.mark.anyio
-
 from tests.factories import order_payload
+
+pytestmark = pytest.mark.anyio
 
 
 async def test_create_and_read_order(client, brand):

@@ -1,4 +1,4 @@
-"""Declared payload models: the API validates with them and the OpenAPI document is built from them."""
+"""Declared payload models: the API validates with them and OpenAPI is built from them."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from app.api.models import (
     ShipmentPatch,
     UpsertResult,
 )
-from app.api.problems import InvalidFields
 from app.domain.parcels import shipped_quantities
 from app.services import Services
 from app.storage import orders as store
@@ -132,9 +131,6 @@ async def upsert_order(call: Call) -> Reply:
 
 async def upsert_orders_batch(call: Call) -> Reply:
     body: OrderBatchIn = call.body
-    limit = call.services.settings.api_batch_max_orders
-    if len(body.orders) > limit:
-        raise InvalidFields([{"path": "orders", "message": f"at most {limit} orders per batch"}])
     results = await store.upsert(
         call.conn, call.brand.id, body.orders, call.now, lambda i: f"orders[{i}]."
     )
@@ -143,7 +139,7 @@ async def upsert_orders_batch(call: Call) -> Reply:
             results=[
                 UpsertResult(
                     number=r.number,
-                    result=r.result,  # type: ignore[arg-type]
+                    result=r.result,
                     version=r.version,
                     tracking_url=call.services.tracking_url(r.token),
                 )

@@ -11,9 +11,10 @@ Rules, per SKU (each function's docstring gives the details of the rules it appl
   small later line never jumps a large earlier one, so an earlier line is never dated later.
 - A line ships complete, on the date of the supply that completes it; never more is allocated than
   exists. No supply, no date: a release or season date alone is not a promise.
-- Dates never precede ``today``: ship-by is available-from plus handling, delivery is ship-by plus
-  the region's transit, and the late end grows by ``round((1 - confidence) * K)`` days for the
-  supply that completes the line (K is ``BrandPolicy.confidence_widening_days``).
+- Dates never precede ``today`` (calendar days throughout): ship-by is available-from plus
+  handling, delivery is ship-by plus the region's transit, and the late end grows by
+  ``round((1 - confidence) * K)`` days, half up, for the supply that completes the line, whatever
+  the line's type (K is ``BrandPolicy.confidence_widening_days``, default 10).
 """
 
 from collections.abc import Iterable, Mapping
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from operator import attrgetter
-from types import MappingProxyType
 
 
 class BackorderType(StrEnum):
+    """Why a line waits; it decides which queue the line joins and where its date comes from."""
+
     STANDARD = "standard"
     PREORDER = "preorder"
     CUSTOM = "custom"
@@ -35,12 +37,16 @@ class BackorderType(StrEnum):
 
 
 class SupplyKind(StrEnum):
+    """Where inbound units come from; vendor units ship from the vendor, not our warehouse."""
+
     PURCHASE_ORDER = "purchase_order"
     PRODUCTION = "production"
     VENDOR = "vendor"
 
 
 class Queue(StrEnum):
+    """The line a waiting line stands in; positions count from 1 within it, per SKU."""
+
     STOCK = "stock"
     PREORDER = "preorder"
     DROPSHIP = "dropship"
@@ -48,6 +54,8 @@ class Queue(StrEnum):
 
 
 class Reason(StrEnum):
+    """What decides a line's date, or why it has none; the page words the ETA from it."""
+
     IN_STOCK = "in_stock"
     RESTOCK = "restock"
     RELEASE_DATE = "release_date"
@@ -61,6 +69,8 @@ class Reason(StrEnum):
 
 
 class WindowState(StrEnum):
+    """Where a line stands against the brand's fulfilment window."""
+
     ON_TRACK = "on_track"
     AT_RISK = "at_risk"
     NO_DATE = "no_date"
@@ -68,6 +78,8 @@ class WindowState(StrEnum):
 
 
 class Direction(StrEnum):
+    """How a line's ETA changed."""
+
     LATER = "later"
     EARLIER = "earlier"
     GAINED_DATE = "gained_date"
@@ -75,6 +87,8 @@ class Direction(StrEnum):
 
 
 class ExpectedParcelKind(StrEnum):
+    """What an expected parcel holds: stock shipping now, backorders, vendor items, or undated."""
+
     IN_STOCK = "in_stock"
     BACKORDER = "backorder"
     DROPSHIP = "dropship"
@@ -105,8 +119,8 @@ class BrandPolicy:
         for low, high in (self.transit_days, *self.region_transit_days.values()):
             if not 0 <= low <= high:
                 raise ValueError(f"transit days must satisfy 0 <= min <= max, got {(low, high)}")
-        frozen = MappingProxyType(dict(self.region_transit_days))
-        object.__setattr__(self, "region_transit_days", frozen)
+        # A private copy: the caller's dict changing later must not change a frozen policy.
+        object.__setattr__(self, "region_transit_days", dict(self.region_transit_days))
 
     def transit_for(self, region: str | None) -> tuple[int, int]:
         """Return the (min, max) transit days to a shipping region."""
@@ -117,7 +131,7 @@ class BrandPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """Units of one SKU expected on a date: a purchase order, production run or vendor promise."""
+    """Units of a SKU still to arrive (not yet received) from a PO, production run or vendor."""
 
     ref: str
     quantity: int
@@ -152,7 +166,10 @@ class SkuSupply:
 
 @dataclass(frozen=True, slots=True)
 class WaitingLine:
-    """An order line still waiting for ``quantity`` units (checked to be positive by allocate)."""
+    """An order line still waiting for ``quantity`` units (allocate checks it is positive).
+
+    ``ordered_at`` is timezone-aware UTC; ``backorder_type`` may also be the plain string value.
+    """
 
     line_id: int
     order_id: int
@@ -270,28 +287,23 @@ def allocate(
             pool = _stock_pool(supply, policy, today)
             cursor = (0, pool[0][1] if pool else 0)
             if preorders:
-                _queue_order(preorders)
+                preorders.sort(key=_QUEUE_ORDER)
                 cursor = _serve(preorders, Queue.PREORDER, pool, cursor, supply, policy, today, out)
             if stock:
-                _queue_order(stock)
+                stock.sort(key=_QUEUE_ORDER)
                 _serve(stock, Queue.STOCK, pool, cursor, supply, policy, today, out)
         if dropship:
             pool = _vendor_pool(supply, policy, today)
-            _queue_order(dropship)
+            dropship.sort(key=_QUEUE_ORDER)
             cursor = (0, pool[0][1] if pool else 0)
             _serve(dropship, Queue.DROPSHIP, pool, cursor, supply, policy, today, out)
         if custom:
-            _queue_order(custom)
+            custom.sort(key=_QUEUE_ORDER)
             _make_to_order(custom, supply, policy, today, out)
 
     if len(out) != count:
         raise ValueError("line ids must be unique")
     return out
-
-
-def _queue_order(lines: list[WaitingLine]) -> None:
-    """Sort a queue oldest first, ties by line id."""
-    lines.sort(key=_QUEUE_ORDER)
 
 
 def _inbound_pool(inbound: Iterable[Inbound], reason: Reason, k: int, today: date) -> list[_Supply]:

@@ -1,4 +1,4 @@
-"""Orders as stored: load an order's state, work out the state a change asks for, write the difference.
+"""Orders as stored: load an order's state, work out the wanted state, write the difference.
 
 Creating many orders at once (the batch API) is a bulk insert; changing an existing order goes
 through `OrderState`: load it, build the wanted state, `persist` the difference. Either way the
@@ -12,9 +12,9 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
@@ -23,6 +23,7 @@ from app.domain.parcels import ParcelIssue, check_parcels, effective_status, shi
 from app.storage import events
 from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
 
+UpsertOutcome = Literal["created", "updated", "unchanged"]
 TOKEN_BYTES = 24  # 192 random bits in every tracking link
 
 ORDER_FIELDS = (
@@ -85,7 +86,7 @@ class OrderState:
 @dataclass(frozen=True)
 class Upserted:
     number: str
-    result: str  # created | updated | unchanged
+    result: UpsertOutcome
     version: int
     token: str
 
@@ -214,12 +215,32 @@ def payload_locator(payload: OrderIn, prefix: str) -> Callable[[ParcelIssue], st
 # Loading ---------------------------------------------------------------------------------
 
 
+async def lock_orders(conn: AsyncConnection, brand_id: int, numbers: Sequence[str]) -> None:
+    """Serialise writers of the same order numbers until the transaction ends.
+
+    SQLite already runs one writer at a time. On PostgreSQL a transaction-scoped advisory lock per
+    (brand, number), taken in sorted order so two batches cannot deadlock, also covers numbers
+    that do not exist yet, so two requests creating one order do not race.
+    """
+    if conn.dialect.name != "postgresql" or not numbers:
+        return
+    await conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(CAST(:brand AS integer), hashtext(n))"
+            " FROM unnest(CAST(:numbers AS text[])) AS n ORDER BY n"
+        ),
+        {"brand": brand_id, "numbers": sorted(set(numbers))},
+    )
+
+
 async def load_states(
-    conn: AsyncConnection, brand_id: int, numbers: Sequence[str]
+    conn: AsyncConnection, brand_id: int, numbers: Sequence[str], *, lock: bool = False
 ) -> dict[str, OrderState]:
-    """Load the stored state of the brand's orders with these numbers."""
+    """Load the stored state of the brand's orders (locked for writing when `lock`)."""
     if not numbers:
         return {}
+    if lock:
+        await lock_orders(conn, brand_id, numbers)
     rows = (
         await conn.execute(
             select(orders).where(orders.c.brand_id == brand_id, orders.c.number.in_(numbers))
@@ -265,9 +286,11 @@ async def load_states(
     return states
 
 
-async def load_state(conn: AsyncConnection, brand_id: int, number: str) -> OrderState:
+async def load_state(
+    conn: AsyncConnection, brand_id: int, number: str, *, lock: bool = False
+) -> OrderState:
     """Load one order's state or raise 404 (also for another brand's order)."""
-    state = (await load_states(conn, brand_id, [number])).get(number)
+    state = (await load_states(conn, brand_id, [number], lock=lock)).get(number)
     if state is None:
         raise NotFound(f"No order {number!r}.")
     return state
@@ -310,7 +333,7 @@ def _customer_values(customer: CustomerIn) -> dict[str, Any]:
 async def resolve_customers(
     conn: AsyncConnection, brand_id: int, payloads: Sequence[CustomerIn], now: dt.datetime
 ) -> list[int]:
-    """Find or create each payload's customer (matched on the brand's id, then email, then phone)."""
+    """Find or create each payload's customer (matched on the brand's id, email, then phone)."""
     wanted = [_customer_values(c) for c in payloads]
     ext_ids = {v["external_id"] for v in wanted if v.get("external_id")}
     emails = {v["email"] for v in wanted if v.get("email")}
@@ -525,7 +548,8 @@ async def persist(
     With changes (or `force`), the order's version goes up and one `event_type` event records
     the changes plus `data`.
     """
-    assert new.id is not None and new.id == old.id
+    assert new.id is not None
+    assert new.id == old.id
     changes: list[str] = []
     order_changes = _changed(old.values, new.values)
     changes += sorted(order_changes)
@@ -555,10 +579,10 @@ async def persist(
     changes += [f"shipments.{ref}.added" for _, ref, _ in fresh_parcels]
     refilled = []
     for ref, parcel in new.shipments.items():
-        before = old.shipments.get(ref)
-        if before is None:
+        stored = old.shipments.get(ref)
+        if stored is None:
             continue
-        diff = _changed(before.values, parcel.values)
+        diff = _changed(stored.values, parcel.values)
         if diff:
             await conn.execute(
                 update(shipments)
@@ -566,7 +590,7 @@ async def persist(
                 .values(**parcel.values, updated_at=now)
             )
             changes += [f"shipments.{ref}.{name}" for name in sorted(diff)]
-        if before.contents != parcel.contents:
+        if stored.contents != parcel.contents:
             refilled.append((new, ref, parcel))
             changes.append(f"shipments.{ref}.lines")
     if refilled:
@@ -614,7 +638,7 @@ async def upsert(
                 ]
             )
         seen[payload.number] = i
-    stored = await load_states(conn, brand_id, [p.number for p in payloads])
+    stored = await load_states(conn, brand_id, [p.number for p in payloads], lock=True)
     customer_ids = await resolve_customers(conn, brand_id, [p.customer for p in payloads], now)
     wanted: list[OrderState] = []
     for i, (payload, customer_id) in enumerate(zip(payloads, customer_ids, strict=True)):
@@ -625,9 +649,8 @@ async def upsert(
     results: list[Upserted] = []
     for state in wanted:
         before = stored.get(state.number)
-        if before is None:
-            result = "created"
-        else:
+        result: UpsertOutcome = "created"
+        if before is not None:
             result = "updated" if await persist(conn, brand_id, before, state, now) else "unchanged"
         results.append(Upserted(state.number, result, state.version, state.token))
     return results

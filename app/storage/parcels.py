@@ -40,7 +40,7 @@ async def add_parcel(
     conn: AsyncConnection, brand_id: int, number: str, body: ShipmentIn, now: dt.datetime
 ) -> OrderState:
     """Add a parcel to an order; 409 if its ref exists or it packs more than the lines hold."""
-    old = await load_state(conn, brand_id, number)
+    old = await load_state(conn, brand_id, number, lock=True)
     if body.ref in old.shipments:
         raise Conflict(f"Order {number!r} already has a shipment {body.ref!r}.")
     new = copy.deepcopy(old)
@@ -61,7 +61,7 @@ async def change_parcel(
     now: dt.datetime,
 ) -> OrderState:
     """Change a parcel's status, dates or link."""
-    old = await load_state(conn, brand_id, number)
+    old = await load_state(conn, brand_id, number, lock=True)
     if ref not in old.shipments:
         raise NotFound(f"Order {number!r} has no shipment {ref!r}.")
     new = copy.deepcopy(old)
@@ -85,7 +85,7 @@ async def add_checkpoint(
     now: dt.datetime,
 ) -> OrderState:
     """Append a carrier scan; the newest scan sets the parcel's status."""
-    old = await load_state(conn, brand_id, number)
+    old = await load_state(conn, brand_id, number, lock=True)
     parcel = old.shipments.get(ref)
     if parcel is None or parcel.id is None:
         raise NotFound(f"Order {number!r} has no shipment {ref!r}.")
