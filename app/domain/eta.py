@@ -361,6 +361,7 @@ def _serve(
     handling = timedelta(days=policy.handling_days)
     default_transit = policy.transit_days
     transits = policy.region_transit_days
+    # Locals, not class attributes: this loop runs once per waiting line.
     standard, indefinite = BackorderType.STANDARD, BackorderType.INDEFINITE
     manufacturer, preorder, seasonal = (
         BackorderType.MANUFACTURER,

@@ -576,10 +576,10 @@ def never(day: date | None) -> date:
 
 def _arrivals(supply: SkuSupply, vendor: bool) -> list[tuple[date, int]]:
     """List (day the units can be used, units) for the warehouse or the vendor side of a SKU."""
-    rows = [(max(row.expected_date, TODAY), row.quantity) for row in supply.inbound]
-    kinds = [row.kind == SupplyKind.VENDOR for row in supply.inbound]
     arrivals = [
-        arrival for arrival, is_vendor in zip(rows, kinds, strict=True) if is_vendor == vendor
+        (max(row.expected_date, TODAY), row.quantity)
+        for row in supply.inbound
+        if (row.kind == SupplyKind.VENDOR) == vendor
     ]
     return arrivals if vendor else [(TODAY, supply.on_hand), *arrivals]
 
