@@ -216,7 +216,10 @@ def demo_stock(today: dt.date) -> dict[str, tuple[dict[str, Any], list[dict[str,
             {"title": "Oak desk lamp", "on_hand": 0},
             [{"ref": "PO-7731", "quantity": 20, "expected_date": day(12), "confidence": 0.9}],
         ),
-        "CONSOLE-X": ({"title": "Handheld console X", "on_hand": 0, "release_date": day(20)}, []),
+        "CONSOLE-X": (
+            {"title": "Handheld console X", "on_hand": 0, "release_date": day(20)},
+            [{"ref": "PO-5001", "quantity": 50, "expected_date": day(15)}],
+        ),
         "SOFA-CUSTOM": (
             {"title": "Linen sofa, made to order", "on_hand": 0, "production_lead_days": 28},
             [],
@@ -229,7 +232,10 @@ def demo_stock(today: dt.date) -> dict[str, tuple[dict[str, Any], list[dict[str,
             {"title": "Espresso machine", "on_hand": 0},
             [{"ref": "PO-9120", "quantity": 10, "expected_date": day(26), "confidence": 0.5}],
         ),
-        "SKI-WAX": ({"title": "Ski wax kit", "on_hand": 0, "season_start": day(15)}, []),
+        "SKI-WAX": (
+            {"title": "Ski wax kit", "on_hand": 0, "season_start": day(15)},
+            [{"ref": "PO-6100", "quantity": 30, "expected_date": day(6)}],
+        ),
         "VINYL-RARE": ({"title": "Reissue vinyl box set", "on_hand": 0}, []),
     }
 

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from app import __version__
-from app.api.endpoint import route
+from app.api.endpoint import routes as api_routes
 from app.api.openapi import build_document
 from app.api.problems import PROBLEM_TYPES, NotFound, Problem
 from app.api.routes import ENDPOINTS, PREFIX
@@ -82,7 +82,7 @@ def create_app(
 
     routes: list[BaseRoute] = [
         Route(PREFIX + "/openapi.json", openapi_document, methods=["GET"]),
-        *(route(endpoint, PREFIX) for endpoint in ENDPOINTS),
+        *api_routes(ENDPOINTS, PREFIX),
         Route("/problems/{code}", problem_page, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
         Route("/t/{token}", tracking, methods=["GET"]),

@@ -67,8 +67,8 @@ WRITER = textwrap.dedent(
         db = Database(url)
         async def one(n):
             async with db.write() as conn:
-                await events.record(conn, 1, [events.NewEvent(None, "probe", {"w": worker, "n": n})],
-                                    dt.datetime.now(dt.UTC))
+                probe = events.NewEvent(None, "probe", {"w": worker, "n": n})
+                await events.record(conn, 1, [probe], dt.datetime.now(dt.UTC))
         await asyncio.gather(*(one(n) for n in range(10)))
         await db.close()
 
@@ -80,13 +80,13 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_five_processes_writing_one_sqlite_file(database_url, brand, db):
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, database_url, str(w)], stderr=subprocess.PIPE
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, database_url, str(w), stderr=subprocess.PIPE
         )
         for w in range(5)
     ]
     for proc in procs:
-        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err.decode()
         assert b"locked" not in err
     async with db.read() as conn:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from app.api import idempotency
 from app.api.keys import Brand, authenticate, touch_key
+from app.api.models import Ref, Sku
 from app.api.problems import (
     Conflict,
     InvalidFields,
@@ -149,17 +150,54 @@ def _render(reply: Reply) -> tuple[int, str]:
     return reply.status, reply.body.model_dump_json()
 
 
-def route(endpoint: Endpoint, prefix: str) -> Route:
-    """Build the Starlette route that runs `endpoint`."""
+def routes(endpoints: Iterable[Endpoint], prefix: str) -> list[Route]:
+    """Build one Starlette route per path, running the endpoint that matches the method.
 
+    One route per path (not per endpoint) lets a 405 list every method the path allows.
+    """
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+    return [
+        Route(prefix + path, _dispatcher(methods), methods=list(methods))
+        for path, methods in by_path.items()
+    ]
+
+
+def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
-        services: Services = request.state.services
+        method = "GET" if request.method == "HEAD" else request.method
         try:
-            return await _run(endpoint, request, services)
+            return await _run(methods[method], request, request.state.services)
         except Problem as problem:
             return problem.response()
 
-    return Route(prefix + endpoint.path, run, methods=[endpoint.method], name=endpoint.operation_id)
+    return run
+
+
+_PATH_VALUES: dict[str, TypeAdapter[str]] = {
+    "number": TypeAdapter(Ref),
+    "ref": TypeAdapter(Ref),
+    "sku": TypeAdapter(Sku),
+}
+
+
+def _path_values(request: Request) -> dict[str, str]:
+    values: dict[str, str] = {}
+    errors = []
+    for name, raw in request.path_params.items():
+        try:
+            values[name] = _PATH_VALUES[name].validate_python(raw)
+        except ValidationError as exc:
+            errors.append({"path": name, "message": exc.errors()[0]["msg"]})
+    if errors:
+        raise Problem(
+            "A value in the URL is not a valid identifier.",
+            code="invalid-parameter",
+            status=400,
+            errors=errors,
+        )
+    return values
 
 
 async def _run(endpoint: Endpoint, request: Request, services: Services) -> Response:
@@ -170,6 +208,7 @@ async def _run(endpoint: Endpoint, request: Request, services: Services) -> Resp
         match = await authenticate(conn, token, now)
     if match is None:
         raise Unauthorized()
+    path = _path_values(request)
     if match.stale_last_used:
         async with db.write() as conn:
             await touch_key(conn, match.key_id, now)
@@ -183,7 +222,6 @@ async def _run(endpoint: Endpoint, request: Request, services: Services) -> Resp
         body = _validate(endpoint.body, raw)
 
     key = request.headers.get("idempotency-key") if endpoint.method == "POST" else None
-    path = dict(request.path_params)
     try:
         if not endpoint.writes:
             async with db.read() as conn:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import phonenumbers
@@ -17,6 +19,7 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
+    field_validator,
     model_validator,
 )
 
@@ -53,19 +56,52 @@ def _timezone(value: str) -> str:
     return value
 
 
+# Times and dates outside this range are typing mistakes, and some would not fit every database.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _instant(value: dt.datetime) -> dt.datetime:
+    try:
+        in_range = EARLIEST <= value.astimezone(dt.UTC) < LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError("must be between the years 2000 and 2099")
+    return value
+
+
+def _day(value: dt.date) -> dt.date:
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise ValueError("must be between the years 2000 and 2099")
+    return value
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be left out but not null")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _currency(value: str) -> str:
     if value not in _CURRENCIES:
         raise ValueError("unknown ISO 4217 currency code")
     return value
 
 
-Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#/-]*$")]
-Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+# Identifiers appear in URLs, so no slash, space or other character that would need care there.
+Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#-]*$")]
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 Phone = Annotated[str, Field(max_length=16), AfterValidator(_e164)]
 LocaleCode = Annotated[str, Field(max_length=35), AfterValidator(_locale)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
 Quantity = Annotated[int, Field(gt=0, le=1_000_000)]
+Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
+Day = Annotated[dt.date, AfterValidator(_day)]
 Text = Annotated[str, Field(min_length=1, max_length=300)]
 Url = Annotated[HttpUrl, Field(max_length=2048)]
 BackorderType = Literal[
@@ -86,9 +122,18 @@ class Payload(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ValueError("control characters are not allowed")
+        return value
+
 
 class CustomerIn(Payload):
-    id: Annotated[str | None, Field(max_length=64, description="The brand's customer id")] = None
+    id: Annotated[
+        str | None, Field(min_length=1, max_length=64, description="The brand's customer id")
+    ] = None
     email: Annotated[EmailStr | None, Field(max_length=320)] = None
     phone: Phone | None = None
     name: Annotated[str | None, Field(max_length=200)] = None
@@ -131,7 +176,7 @@ class LineIn(Payload):
     backorder_type: BackorderType | None = Field(
         None, description="Required sense for backordered lines; defaults to standard"
     )
-    vendor_date: dt.date | None = Field(None, description="A drop-ship vendor's promised date")
+    vendor_date: Day | None = Field(None, description="A drop-ship vendor's promised date")
 
     @property
     def key(self) -> str:
@@ -151,48 +196,67 @@ class ShipmentIn(Payload):
     tracking_number: Annotated[str, Field(min_length=1, max_length=64)]
     tracking_url: Url | None = None
     status: ShipmentStatus = "label_created"
-    promised_date: dt.date | None = None
-    carrier_eta: dt.date | None = None
-    shipped_at: AwareDatetime | None = None
-    delivered_at: AwareDatetime | None = None
+    promised_date: Day | None = None
+    carrier_eta: Day | None = None
+    shipped_at: Instant | None = None
+    delivered_at: Instant | None = None
     lines: Annotated[list[ShipmentLineIn], Field(min_length=1, max_length=500)]
 
-    @model_validator(mode="after")
-    def _distinct_lines(self) -> ShipmentIn:
-        seen = [item.line for item in self.lines]
-        if len(seen) != len(set(seen)):
-            raise ValueError("a line appears twice in one parcel; give it once with its quantity")
-        return self
+    def repeats(self, prefix: str = "") -> list[dict[str, str]]:
+        """List lines named twice in this parcel, each at its path."""
+        return _repeats(
+            [item.line for item in self.lines],
+            lambda k: f"{prefix}lines[{k}].line",
+            "this line is already in the parcel; give it once with its total quantity",
+        )
 
 
 class ShipmentPatch(Payload):
+    """Only the fields sent change; null clears a date or the link."""
+
     status: ShipmentStatus | None = None
-    carrier_eta: dt.date | None = None
-    promised_date: dt.date | None = None
+    carrier_eta: Day | None = None
+    promised_date: Day | None = None
     tracking_url: Url | None = None
-    delivered_at: AwareDatetime | None = None
+    delivered_at: Instant | None = None
+
+    _status_not_null = field_validator("status", mode="before")(_not_null)
 
 
 class OrderIn(Payload):
     number: Ref = Field(description="The brand's order number; upserts are keyed on it")
-    placed_at: AwareDatetime
+    placed_at: Instant
     currency: Currency
     customer: CustomerIn
     shipping: ShippingIn = ShippingIn()
     lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
     shipments: Annotated[list[ShipmentIn], Field(max_length=100)] = []
 
-    @model_validator(mode="after")
-    def _distinct_refs(self) -> OrderIn:
-        keys = [line.key for line in self.lines]
-        if len(keys) != len(set(keys)):
-            raise ValueError(
-                "line refs must be unique within an order (give `ref` when a SKU repeats)"
-            )
-        parcels = [shipment.ref for shipment in self.shipments]
-        if len(parcels) != len(set(parcels)):
-            raise ValueError("shipment refs must be unique within an order")
-        return self
+    def repeats(self, prefix: str = "") -> list[dict[str, str]]:
+        """List line and parcel refs used twice in this order, each at its path."""
+        errors = _repeats(
+            [line.key for line in self.lines],
+            lambda i: f"{prefix}lines[{i}].{'ref' if self.lines[i].ref else 'sku'}",
+            "another line of this order has this ref (give `ref` when a SKU repeats)",
+        )
+        errors += _repeats(
+            [shipment.ref for shipment in self.shipments],
+            lambda j: f"{prefix}shipments[{j}].ref",
+            "another parcel of this order has this ref",
+        )
+        for j, shipment in enumerate(self.shipments):
+            errors += shipment.repeats(f"{prefix}shipments[{j}].")
+        return errors
+
+
+def _repeats(keys: list[str], path: Callable[[int], str], message: str) -> list[dict[str, str]]:
+    seen: set[str] = set()
+    errors = []
+    for index, key in enumerate(keys):
+        if key in seen:
+            errors.append({"path": path(index), "message": message})
+        seen.add(key)
+    return errors
 
 
 class OrderBatchIn(Payload):
@@ -200,7 +264,7 @@ class OrderBatchIn(Payload):
 
 
 class CheckpointIn(Payload):
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     status: ShipmentStatus
     description: Annotated[str, Field(min_length=1, max_length=500)]
     city: Annotated[str | None, Field(max_length=100)] = None
@@ -212,15 +276,42 @@ class SkuIn(Payload):
     title: Annotated[str | None, Field(max_length=300)] = None
     on_hand: Annotated[int, Field(ge=0, le=10**9)]
     production_lead_days: Annotated[int | None, Field(ge=0, le=3650)] = None
-    release_date: dt.date | None = None
-    season_start: dt.date | None = None
+    release_date: Day | None = None
+    season_start: Day | None = None
+
+
+class SkuPatch(Payload):
+    """Only the fields sent change; null clears a date or the lead time."""
+
+    title: Annotated[str | None, Field(max_length=300)] = None
+    on_hand: Annotated[int | None, Field(ge=0, le=10**9)] = None
+    production_lead_days: Annotated[int | None, Field(ge=0, le=3650)] = None
+    release_date: Day | None = None
+    season_start: Day | None = None
+
+    _on_hand_not_null = field_validator("on_hand", mode="before")(_not_null)
+
+
+class SupplyPatch(Payload):
+    """Only the fields sent change."""
+
+    kind: SupplyKind | None = None
+    quantity: Quantity | None = None
+    expected_date: Day | None = None
+    confidence: Annotated[float | None, Field(ge=0, le=1)] = None
+
+    _not_null = field_validator("*", mode="before")(_not_null)
+
+
+class ReceiveIn(Payload):
+    quantity: Quantity
 
 
 class SupplyIn(Payload):
     ref: Ref = Field(description="The brand's purchase order or production run id")
     kind: SupplyKind = "purchase_order"
     quantity: Quantity
-    expected_date: dt.date
+    expected_date: Day
     confidence: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
@@ -242,6 +333,31 @@ class CustomerOut(Out):
     email_consent: bool
 
 
+class DeliveryRange(Out):
+    earliest: dt.date
+    latest: dt.date
+
+
+class LineEtaOut(Out):
+    queue: str = Field(description="stock, preorder, dropship or custom")
+    queue_position: int = Field(description="1 is next in line for this SKU's supply")
+    available_from: dt.date | None
+    ship_by: dt.date | None
+    delivery: DeliveryRange | None
+    reason: str = Field(description="What sets the date: restock, release_date, production, …")
+    supply_ref: str | None
+    window_state: str = Field(description="on_track, at_risk, no_date or expired")
+    group: str | None = Field(description="Key of the expected parcel the line travels in")
+
+
+class ExpectedParcelOut(Out):
+    key: str
+    kind: str = Field(description="backorder, dropship, in_stock or undated")
+    lines: list[str]
+    ship_by: dt.date | None
+    delivery: DeliveryRange | None
+
+
 class LineOut(Out):
     ref: str
     sku: str
@@ -253,6 +369,7 @@ class LineOut(Out):
     backorder_type: str | None
     vendor_date: dt.date | None
     shipped_quantity: int
+    eta: LineEtaOut | None = Field(description="For waiting (backordered) lines")
 
 
 class ShipmentLineOut(Out):
@@ -295,6 +412,10 @@ class OrderOut(Out):
     shipping: dict[str, str | None]
     lines: list[LineOut]
     shipments: list[ShipmentOut]
+    window_end: dt.date = Field(description="Last day of the brand's fulfilment promise")
+    expected_parcels: list[ExpectedParcelOut] = Field(
+        description="Waiting lines grouped into the parcels they should leave in"
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -325,7 +446,7 @@ class SupplyOut(Out):
     kind: str
     quantity: int
     received_quantity: int
-    expected_date: dt.date
+    expected_date: Day
     confidence: float
 
 

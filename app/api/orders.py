@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -11,6 +13,9 @@ from app.api.models import (
     CheckpointIn,
     CheckpointOut,
     CustomerOut,
+    DeliveryRange,
+    ExpectedParcelOut,
+    LineEtaOut,
     LineOut,
     OrderBatchIn,
     OrderIn,
@@ -21,11 +26,12 @@ from app.api.models import (
     ShipmentPatch,
     UpsertResult,
 )
+from app.domain.eta import LineEta, Queue, Reason, consolidate, window_end
 from app.domain.parcels import shipped_quantities
 from app.services import Services
+from app.storage import etas, parcels
 from app.storage import orders as store
-from app.storage import parcels
-from app.storage.schema import checkpoints, customers, orders
+from app.storage.schema import checkpoints, customers, order_lines, orders
 
 
 async def order_view(
@@ -61,6 +67,13 @@ async def order_view(
                     country=scan.country,
                 )
             )
+    waiting = await _waiting_etas(conn, state)
+    policy = await etas.load_rules(conn, brand_id)
+    parcels_expected = consolidate(
+        (eta for eta, _ in waiting.values()), policy.policy.consolidation_window_days
+    )
+    group_of = {line_id: p.key for p in parcels_expected for line_id in p.line_ids}
+    ref_of = {line.id: ref for ref, line in state.lines.items()}
     shipped = shipped_quantities({ref: p.contents for ref, p in state.shipments.items()})
     lines = sorted(state.lines.items(), key=lambda item: item[1].values["position"])
     customer = None
@@ -99,6 +112,7 @@ async def order_view(
                 backorder_type=line.values["backorder_type"],
                 vendor_date=line.values["vendor_date"],
                 shipped_quantity=shipped.get(ref, 0),
+                eta=_eta_out(waiting.get(line.id or 0), group_of),
             )
             for ref, line in lines
         ],
@@ -117,8 +131,73 @@ async def order_view(
             )
             for ref, p in state.shipments.items()
         ],
+        window_end=window_end(state.values["placed_at"], policy.policy.fulfillment_window_days),
+        expected_parcels=[
+            ExpectedParcelOut(
+                key=p.key,
+                kind=p.kind.value,
+                lines=[ref_of[line_id] for line_id in p.line_ids],
+                ship_by=p.ship_by,
+                delivery=_range(p.delivery_from, p.delivery_to),
+            )
+            for p in parcels_expected
+        ],
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+async def _waiting_etas(
+    conn: AsyncConnection, state: store.OrderState
+) -> dict[int, tuple[LineEta, str]]:
+    """Read the stored ETAs of the order's waiting lines."""
+    rows = await conn.execute(
+        select(order_lines.c.id, *(order_lines.c[name] for name in etas.ETA_FIELDS)).where(
+            order_lines.c.order_id == state.id,
+            order_lines.c.status == "backordered",
+            order_lines.c.eta_queue.is_not(None),
+        )
+    )
+    return {
+        r.id: (
+            LineEta(
+                r.id,
+                Queue(r.eta_queue),
+                r.queue_position,
+                r.available_from,
+                r.ship_by,
+                r.delivery_from,
+                r.delivery_to,
+                Reason(r.eta_reason),
+                r.eta_supply_ref,
+                r.eta_widening_days or 0,
+            ),
+            r.window_state or "no_date",
+        )
+        for r in rows
+    }
+
+
+def _range(earliest: dt.date | None, latest: dt.date | None) -> DeliveryRange | None:
+    if earliest is None or latest is None:
+        return None
+    return DeliveryRange(earliest=earliest, latest=latest)
+
+
+def _eta_out(found: tuple[LineEta, str] | None, group_of: dict[int, str]) -> LineEtaOut | None:
+    if found is None:
+        return None
+    eta, state = found
+    return LineEtaOut(
+        queue=eta.queue.value,
+        queue_position=eta.queue_position,
+        available_from=eta.available_from,
+        ship_by=eta.ship_by,
+        delivery=_range(eta.delivery_from, eta.delivery_to),
+        reason=eta.reason.value,
+        supply_ref=eta.supply_ref,
+        window_state=state,
+        group=group_of.get(eta.line_id),
     )
 
 

@@ -11,13 +11,16 @@ from app.api.models import (
     OrderBatchIn,
     OrderIn,
     OrderOut,
+    ReceiveIn,
     ShipmentIn,
     ShipmentPatch,
     SkuIn,
     SkuOut,
+    SkuPatch,
     SupplyIn,
     SupplyList,
     SupplyOut,
+    SupplyPatch,
 )
 
 PREFIX = "/api/v1"
@@ -96,6 +99,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         tag="stock",
     ),
     Endpoint(
+        "PATCH",
+        "/skus/{sku}",
+        catalog.patch_sku,
+        "Change some of a SKU's attributes (lead time, release date, season start, stock)",
+        SkuOut,
+        body=SkuPatch,
+        writes=True,
+        errors=(400, 404, 413, 415, 422),
+        tag="stock",
+    ),
+    Endpoint(
         "GET", "/skus/{sku}", catalog.get_sku, "Read a SKU", SkuOut, errors=(404,), tag="stock"
     ),
     Endpoint(
@@ -117,6 +131,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "List a SKU's inbound supply, soonest first",
         SupplyList,
         errors=(404,),
+        tag="stock",
+    ),
+    Endpoint(
+        "PATCH",
+        "/skus/{sku}/supply/{ref}",
+        catalog.change_supply,
+        "Move an inbound row's expected date, quantity, confidence or kind",
+        SupplyOut,
+        body=SupplyPatch,
+        writes=True,
+        errors=(400, 404, 409, 413, 415, 422),
+        tag="stock",
+    ),
+    Endpoint(
+        "POST",
+        "/skus/{sku}/supply/{ref}/receive",
+        catalog.receive_supply,
+        "Receive units of an inbound row: they serve waiting backorders first, oldest first",
+        SupplyOut,
+        body=ReceiveIn,
+        writes=True,
+        errors=(400, 404, 409, 413, 415, 422),
         tag="stock",
     ),
     Endpoint(

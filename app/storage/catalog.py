@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.models import SkuIn, SupplyIn
-from app.api.problems import Conflict, NotFound
-from app.storage import events
+from app.api.models import ReceiveIn, SkuIn, SkuPatch, SupplyIn, SupplyPatch
+from app.api.problems import Conflict, NotFound, Problem
+from app.storage import etas, events
 from app.storage.dialect import upsert
 from app.storage.schema import inbound_supply, skus
 
@@ -36,7 +36,20 @@ async def put_sku(
             [events.NewEvent(None, "stock_set", {"sku": sku, "on_hand": body.on_hand})],
             now,
         )
-    return {"sku": sku, **values}, before is None
+        await etas.recompute(conn, brand_id, {sku}, now)
+    # Serving waiting lines may have taken some of the stock just set.
+    return await get_sku(conn, brand_id, sku), before is None
+
+
+async def patch_sku(
+    conn: AsyncConnection, brand_id: int, sku: str, body: SkuPatch, now: dt.datetime
+) -> dict[str, Any]:
+    """Change some of a SKU's attributes (lead time, release date, season start, stock)."""
+    row = await get_sku(conn, brand_id, sku)
+    merged = {name: row[name] for name in SKU_FIELDS}
+    merged.update({name: getattr(body, name) for name in body.model_fields_set})
+    values, _ = await put_sku(conn, brand_id, sku, SkuIn.model_construct(**merged), now)
+    return values
 
 
 async def _find(conn: AsyncConnection, brand_id: int, sku: str) -> dict[str, Any] | None:
@@ -98,7 +111,110 @@ async def add_supply(
         ],
         now,
     )
+    await etas.recompute(conn, brand_id, {sku}, now)
     return {"sku": sku, **values}
+
+
+async def _supply_row(
+    conn: AsyncConnection, brand_id: int, sku: str, ref: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    row = await get_sku(conn, brand_id, sku)
+    supply = (
+        await conn.execute(
+            select(inbound_supply).where(
+                inbound_supply.c.sku_id == row["id"], inbound_supply.c.ref == ref
+            )
+        )
+    ).first()
+    if supply is None:
+        raise NotFound(f"SKU {sku!r} has no inbound supply {ref!r}.")
+    return row, dict(supply._mapping)
+
+
+def _supply_out(sku: str, supply: dict[str, Any]) -> dict[str, Any]:
+    return {"sku": sku, **{name: supply[name] for name in SUPPLY_FIELDS}}
+
+
+async def change_supply(
+    conn: AsyncConnection, brand_id: int, sku: str, ref: str, body: SupplyPatch, now: dt.datetime
+) -> dict[str, Any]:
+    """Move an inbound row's date, quantity, confidence or kind."""
+    _, supply = await _supply_row(conn, brand_id, sku, ref)
+    changes = {
+        name: getattr(body, name)
+        for name in body.model_fields_set
+        if getattr(body, name) != supply[name]
+    }
+    if "quantity" in changes and changes["quantity"] < supply["received_quantity"]:
+        raise Problem(
+            f"{supply['received_quantity']} units of {ref!r} were already received.",
+            code="quantity-exceeded",
+            status=409,
+            errors=[{"path": "quantity", "message": "less than already received"}],
+        )
+    if not changes:
+        return _supply_out(sku, supply)
+    await conn.execute(
+        update(inbound_supply)
+        .where(inbound_supply.c.id == supply["id"])
+        .values(**changes, updated_at=now)
+    )
+    before = {name: _plain(supply[name]) for name in changes}
+    after = {name: _plain(value) for name, value in changes.items()}
+    await events.record(
+        conn,
+        brand_id,
+        [
+            events.NewEvent(
+                None, "supply_changed", {"sku": sku, "ref": ref, "old": before, "new": after}
+            )
+        ],
+        now,
+    )
+    await etas.recompute(conn, brand_id, {sku}, now)
+    return _supply_out(sku, {**supply, **changes})
+
+
+async def receive_supply(
+    conn: AsyncConnection, brand_id: int, sku: str, ref: str, body: ReceiveIn, now: dt.datetime
+) -> dict[str, Any]:
+    """Take delivery of units of an inbound row: they go on hand and serve the queue first."""
+    row, supply = await _supply_row(conn, brand_id, sku, ref)
+    expected = supply["quantity"] - supply["received_quantity"]
+    if body.quantity > expected:
+        raise Problem(
+            f"Only {expected} units of {ref!r} are still expected.",
+            code="quantity-exceeded",
+            status=409,
+            errors=[{"path": "quantity", "message": f"at most {expected}"}],
+        )
+    received = supply["received_quantity"] + body.quantity
+    await conn.execute(
+        update(inbound_supply)
+        .where(inbound_supply.c.id == supply["id"])
+        .values(received_quantity=received, updated_at=now)
+    )
+    await conn.execute(
+        update(skus)
+        .where(skus.c.id == row["id"])
+        .values(on_hand=skus.c.on_hand + body.quantity, updated_at=now)
+    )
+    await events.record(
+        conn,
+        brand_id,
+        [
+            events.NewEvent(
+                None, "stock_received", {"sku": sku, "ref": ref, "quantity": body.quantity}
+            )
+        ],
+        now,
+    )
+    await etas.recompute(conn, brand_id, {sku}, now)
+    return _supply_out(sku, {**supply, "received_quantity": received})
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 async def list_supply(conn: AsyncConnection, brand_id: int, sku: str) -> list[dict[str, Any]]:
@@ -129,3 +245,4 @@ async def remove_supply(
     await events.record(
         conn, brand_id, [events.NewEvent(None, "supply_removed", {"sku": sku, "ref": ref})], now
     )
+    await etas.recompute(conn, brand_id, {sku}, now)

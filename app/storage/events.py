@@ -2,10 +2,13 @@
 
 Readers page through a brand's events with an opaque cursor over (txid, id). On PostgreSQL,
 ids come from a sequence and transactions commit in any order, so an id-only cursor could
-skip an event committed late with a lower id. Each row carries its writing transaction's id
-and readers only see events from transactions older than every transaction still running;
-ordering by (txid, id) then never skips one. SQLite serialises writers, so txid stays 0 and
-the id alone orders events.
+skip an event committed late with a lower id. Each row carries its writing transaction's id,
+and a reader first finds the horizon: the oldest transaction still writing in this database
+(from pg_stat_activity), or the next transaction id when none is. Every transaction below the
+horizon has finished, so its events are all visible to the next statement; events at or above
+it wait. Ordering by (txid, id) then never skips one. An open transaction delays the feed (never
+loses from it) until it ends; transactions in other databases of the server do not. SQLite
+serialises writers, so txid stays 0 and the id alone orders events.
 """
 
 from __future__ import annotations
@@ -69,6 +72,28 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     return txid, event_id
 
 
+# pg_stat_activity gives 32-bit xids; stored txids are 64-bit (epoch and xid), so each running
+# xid is widened with the epoch of the snapshot's xmax (one epoch back if it wrapped since).
+_HORIZON = text(
+    """
+    WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax),
+    running AS (
+        SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+        WHERE datname = current_database() AND backend_xid IS NOT NULL
+    )
+    SELECT LEAST(
+        snap.xmax,
+        MIN(
+            (snap.xmax >> 32 << 32) + running.xid
+            - CASE WHEN running.xid > (snap.xmax & 4294967295) THEN 4294967296 ELSE 0 END
+        )
+    )
+    FROM snap LEFT JOIN running ON true
+    GROUP BY snap.xmax
+    """
+)
+
+
 @dataclass(frozen=True)
 class EventRow:
     id: int
@@ -102,7 +127,7 @@ async def read_page(
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
-        horizon = text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        horizon = (await conn.execute(_HORIZON)).scalar_one()
         stmt = stmt.where(events.c.txid < horizon)
     rows = (await conn.execute(stmt)).all()
     return [EventRow(r.id, r.txid, r.type, r.number, r.created_at, r.data) for r in rows]

@@ -8,6 +8,7 @@ order's version goes up exactly when something changed, and an event says what.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
 from app.api.problems import InvalidFields, NotFound, Problem
 from app.domain.parcels import ParcelIssue, check_parcels, effective_status, shipped_quantities
-from app.storage import events
+from app.storage import etas, events
 from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
 
 UpsertOutcome = Literal["created", "updated", "unchanged"]
@@ -332,8 +333,12 @@ def _customer_values(customer: CustomerIn) -> dict[str, Any]:
 
 async def resolve_customers(
     conn: AsyncConnection, brand_id: int, payloads: Sequence[CustomerIn], now: dt.datetime
-) -> list[int]:
-    """Find or create each payload's customer (matched on the brand's id, email, then phone)."""
+) -> tuple[list[int], set[int]]:
+    """Find or create each payload's customer; also return the ids of customers it changed.
+
+    Matching: on the brand's customer id when the payload has one, else on email, then phone.
+    Only fields the payload sends are written.
+    """
     wanted = [_customer_values(c) for c in payloads]
     ext_ids = {v["external_id"] for v in wanted if v.get("external_id")}
     emails = {v["email"] for v in wanted if v.get("email")}
@@ -363,10 +368,12 @@ async def resolve_customers(
     fresh: list[dict[str, Any]] = []
     dirty: dict[int, dict[str, Any]] = {}
     for values in wanted:
+        # The brand's own customer id is decisive; without one, the email, then the phone.
+        keys = ("external_id",) if values.get("external_id") else ("email", "phone")
         record = next(
             (
                 index[(name, values[name])]
-                for name in ("external_id", "email", "phone")
+                for name in keys
                 if values.get(name) and (name, values[name]) in index
             ),
             None,
@@ -405,7 +412,7 @@ async def resolve_customers(
                 for cid, r in dirty.items()
             ],
         )
-    return [record["id"] for record in chosen]
+    return [record["id"] for record in chosen], set(dirty)
 
 
 # Writing ---------------------------------------------------------------------------------
@@ -542,6 +549,7 @@ async def persist(
     event_type: str = "order_updated",
     data: dict[str, Any] | None = None,
     force: bool = False,
+    also_changed: Sequence[str] = (),
 ) -> list[str]:
     """Write the difference between two states of a stored order; return what changed.
 
@@ -550,7 +558,7 @@ async def persist(
     """
     assert new.id is not None
     assert new.id == old.id
-    changes: list[str] = []
+    changes: list[str] = list(also_changed)
     order_changes = _changed(old.values, new.values)
     changes += sorted(order_changes)
 
@@ -626,20 +634,24 @@ async def upsert(
     prefix: Callable[[int], str],
 ) -> list[Upserted]:
     """Create or update orders keyed on their numbers, in one transaction."""
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
+    errors: list[dict[str, str]] = []
     for i, payload in enumerate(payloads):
         if payload.number in seen:
-            raise InvalidFields(
-                [
-                    {
-                        "path": f"{prefix(i)}number",
-                        "message": "this order number appears twice in the request",
-                    }
-                ]
+            errors.append(
+                {
+                    "path": f"{prefix(i)}number",
+                    "message": "this order number appears twice in the request",
+                }
             )
-        seen[payload.number] = i
+        seen.add(payload.number)
+        errors += payload.repeats(prefix(i))
+    if errors:
+        raise InvalidFields(errors)
     stored = await load_states(conn, brand_id, [p.number for p in payloads], lock=True)
-    customer_ids = await resolve_customers(conn, brand_id, [p.customer for p in payloads], now)
+    customer_ids, changed_customers = await resolve_customers(
+        conn, brand_id, [p.customer for p in payloads], now
+    )
     wanted: list[OrderState] = []
     for i, (payload, customer_id) in enumerate(zip(payloads, customer_ids, strict=True)):
         state = wanted_state(stored.get(payload.number), payload, customer_id)
@@ -647,10 +659,56 @@ async def upsert(
         wanted.append(state)
     await insert_new(conn, brand_id, [s for s in wanted if s.id is None], now)
     results: list[Upserted] = []
+    waiting: set[str] = set()
     for state in wanted:
         before = stored.get(state.number)
         result: UpsertOutcome = "created"
         if before is not None:
-            result = "updated" if await persist(conn, brand_id, before, state, now) else "unchanged"
+            customer = ["customer"] if state.values["customer_id"] in changed_customers else []
+            changes = await persist(conn, brand_id, before, state, now, also_changed=customer)
+            result = "updated" if changes else "unchanged"
+        waiting |= queue_skus(before, state)
         results.append(Upserted(state.number, result, state.version, state.token))
+    if waiting:
+        await etas.recompute(conn, brand_id, waiting, now)
+        versions = await current_versions(conn, [s.id for s in wanted if s.id is not None])
+        results = [
+            dataclasses.replace(r, version=versions.get(s.id or 0, r.version))
+            for r, s in zip(results, wanted, strict=True)
+        ]
     return results
+
+
+def queue_skus(old: OrderState | None, new: OrderState) -> set[str]:
+    """Return the SKUs whose waiting queues a change from `old` to `new` may have moved."""
+    shipped_new = shipped_quantities({ref: p.contents for ref, p in new.shipments.items()})
+    shipped_old = (
+        shipped_quantities({ref: p.contents for ref, p in old.shipments.items()}) if old else {}
+    )
+    touched: set[str] = set()
+    for ref, line in new.lines.items():
+        before = old.lines.get(ref) if old else None
+        waiting = line.values["status"] == "backordered" or (
+            before is not None and before.values["status"] == "backordered"
+        )
+        if not waiting:
+            continue
+        if (
+            before is None
+            or before.values != line.values
+            or shipped_old.get(ref, 0) != shipped_new.get(ref, 0)
+        ):
+            touched.add(line.values["sku"])
+            if before is not None:
+                touched.add(before.values["sku"])
+    return touched
+
+
+async def current_versions(conn: AsyncConnection, order_ids: Sequence[int]) -> dict[int, int]:
+    """Read the orders' versions (the ETA engine may have moved them on)."""
+    if not order_ids:
+        return {}
+    rows = await conn.execute(
+        select(orders.c.id, orders.c.version).where(orders.c.id.in_(order_ids))
+    )
+    return {r.id: r.version for r in rows}

@@ -9,13 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CheckpointIn, ShipmentIn, ShipmentPatch
-from app.api.problems import Conflict, NotFound
+from app.api.problems import Conflict, InvalidFields, NotFound
 from app.domain.parcels import ParcelIssue
+from app.storage import etas
 from app.storage.orders import (
     OrderState,
     ShipmentState,
     load_state,
     persist,
+    queue_skus,
     settle,
     shipment_values,
 )
@@ -40,6 +42,9 @@ async def add_parcel(
     conn: AsyncConnection, brand_id: int, number: str, body: ShipmentIn, now: dt.datetime
 ) -> OrderState:
     """Add a parcel to an order; 409 if its ref exists or it packs more than the lines hold."""
+    errors = body.repeats()
+    if errors:
+        raise InvalidFields(errors)
     old = await load_state(conn, brand_id, number, lock=True)
     if body.ref in old.shipments:
         raise Conflict(f"Order {number!r} already has a shipment {body.ref!r}.")
@@ -49,6 +54,7 @@ async def add_parcel(
     )
     settle(new, _body_locator(body))
     await persist(conn, brand_id, old, new, now, "shipment_created")
+    await etas.recompute(conn, brand_id, queue_skus(old, new), now)
     return new
 
 
@@ -73,6 +79,7 @@ async def change_parcel(
         values["delivered_at"] = now
     settle(new, lambda issue: "status")
     await persist(conn, brand_id, old, new, now, "shipment_updated")
+    await etas.recompute(conn, brand_id, queue_skus(old, new), now)
     return new
 
 
@@ -129,4 +136,5 @@ async def add_checkpoint(
         {"shipment": ref, "status": body.status, "occurred_at": body.occurred_at.isoformat()},
         force=True,
     )
+    await etas.recompute(conn, brand_id, queue_skus(old, new), now)
     return new

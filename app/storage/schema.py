@@ -111,6 +111,10 @@ brands = Table(
     Column("support_email", String(320)),
     Column("support_phone", String(16)),
     Column("support_url", String(2048)),
+    # ETA engine policy (see app.domain.eta.BrandPolicy).
+    Column("preorders_own_queue", Boolean, nullable=False, server_default=text("true")),
+    Column("transit_by_region", Json, nullable=False, server_default=text("'{}'")),
+    Column("confidence_widening_days", Integer, nullable=False, server_default="10"),
     *_timestamps(),
     CheckConstraint("choice_default_action IN ('keep', 'cancel')", name="default_action"),
     CheckConstraint("fulfillment_window_days > 0", name="window_positive"),
@@ -197,6 +201,22 @@ order_lines = Table(
     Column("backorder_type", String(16)),
     # A date the brand already knows for this line (a drop-ship vendor's promise).
     Column("vendor_date", Date),
+    # Kept by the ETA engine for waiting (backordered) lines.
+    Column("eta_queue", String(16)),
+    Column("queue_position", Integer),
+    Column("available_from", Date),
+    Column("ship_by", Date),
+    Column("delivery_from", Date),
+    Column("delivery_to", Date),
+    Column("eta_reason", String(32)),
+    Column("eta_supply_ref", String(64)),
+    Column("eta_widening_days", Integer),
+    Column("window_state", String(16)),
+    # What the shopper was last told, so small moves add up and news is never repeated.
+    Column("announced_ship_by", Date),
+    Column("announced_delivery_from", Date),
+    Column("announced_delivery_to", Date),
+    Column("eta_computed_at", UTCDateTime()),
     *_timestamps(),
     UniqueConstraint("order_id", "ref"),
     # The ETA engine reads one SKU's waiting lines at a time.
