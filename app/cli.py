@@ -9,13 +9,16 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from sqlalchemy import select
 
 from app.api.keys import create_key, revoke_key
 from app.brands import BrandError, brand_id, create_brand
 from app.services import utc_now
 from app.settings import Settings, SettingsError
+from app.storage import etas
 from app.storage.database import Database
 from app.storage.migrate import migrate
+from app.storage.schema import brands
 
 
 def _database(settings: Settings) -> Database:
@@ -77,6 +80,26 @@ async def _apikey_revoke(settings: Settings, args: argparse.Namespace) -> None:
     print(f"revoked key {args.prefix}")
 
 
+async def _eta_recompute(settings: Settings, args: argparse.Namespace) -> None:
+    db = _database(settings)
+    try:
+        async with db.read() as conn:
+            query = select(brands.c.id, brands.c.slug).order_by(brands.c.slug)
+            if args.brand:
+                query = query.where(brands.c.slug == args.brand)
+            targets = (await conn.execute(query)).all()
+        if args.brand and not targets:
+            raise BrandError(f"no brand {args.brand!r}")
+        for brand in targets:
+            summary = await etas.recompute_brand(db, brand.id, utc_now())
+            print(
+                f"{brand.slug}: {summary.lines} waiting lines, {summary.changed_lines} changed, "
+                f"{summary.served_lines} served from stock, {summary.events} events"
+            )
+    finally:
+        await db.close()
+
+
 def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     """Run the service under uvicorn (migrating first unless told not to)."""
     if migrate_first:
@@ -123,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke = apikey.add_parser("revoke", help="revoke a key by its prefix")
     key_revoke.add_argument("prefix")
 
+    eta = sub.add_parser("eta", help="the ETA engine").add_subparsers(dest="action", required=True)
+    recompute = eta.add_parser(
+        "recompute", help="re-date every waiting line (repair, and the nightly run)"
+    )
+    recompute.add_argument("--brand", help="only this brand's slug")
+
     demo = sub.add_parser(
         "demo", help="fresh demo database, an API key and tracking links, then serve"
     )
@@ -153,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_apikey_create(settings, args))
         elif args.command == "apikey":
             asyncio.run(_apikey_revoke(settings, args))
+        elif args.command == "eta":
+            asyncio.run(_eta_recompute(settings, args))
         elif args.command == "demo":
             from app.demo import run_demo
 

@@ -315,6 +315,93 @@ class SupplyIn(Payload):
     confidence: Annotated[float, Field(ge=0, le=1)] = 1.0
 
 
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+Days = Annotated[int, Field(ge=0, le=365)]
+TransitRange = Annotated[
+    list[Annotated[int, Field(ge=0, le=90)]], Field(min_length=2, max_length=2)
+]
+
+
+class BrandSettings(BaseModel):
+    """A brand's settings; the same fields serve as response and, all optional, as PATCH body."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: TimeZone
+    default_locale: LocaleCode
+    fulfillment_window_days: Annotated[int, Field(ge=1, le=365)]
+    consolidation_window_days: Days
+    handling_days: Days
+    transit_days_min: Annotated[int, Field(ge=0, le=90)]
+    transit_days_max: Annotated[int, Field(ge=0, le=90)]
+    transit_by_region: dict[
+        Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")], TransitRange
+    ] = Field(description='Transit days [min, max] per shipping region, e.g. {"US-HI": [4, 9]}')
+    eta_change_threshold_days: Annotated[int, Field(ge=1, le=365)]
+    confidence_widening_days: Days
+    preorders_own_queue: bool
+    choice_deadline_days: Annotated[int, Field(ge=1, le=90)]
+    choice_default_action: Literal["keep", "cancel"]
+    quiet_hours_start: ClockTime
+    quiet_hours_end: ClockTime
+    logo_url: Url | None
+    support_email: Annotated[EmailStr | None, Field(max_length=320)]
+    support_phone: Phone | None
+    support_url: Url | None
+
+
+class BrandOut(BrandSettings):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str
+
+
+class BrandPatch(Payload):
+    """Only the fields sent change."""
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200)] = None
+    timezone: TimeZone | None = None
+    default_locale: LocaleCode | None = None
+    fulfillment_window_days: Annotated[int | None, Field(ge=1, le=365)] = None
+    consolidation_window_days: Days | None = None
+    handling_days: Days | None = None
+    transit_days_min: Annotated[int | None, Field(ge=0, le=90)] = None
+    transit_days_max: Annotated[int | None, Field(ge=0, le=90)] = None
+    transit_by_region: (
+        dict[Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")], TransitRange] | None
+    ) = None
+    eta_change_threshold_days: Annotated[int | None, Field(ge=1, le=365)] = None
+    confidence_widening_days: Days | None = None
+    preorders_own_queue: bool | None = None
+    choice_deadline_days: Annotated[int | None, Field(ge=1, le=90)] = None
+    choice_default_action: Literal["keep", "cancel"] | None = None
+    quiet_hours_start: ClockTime | None = None
+    quiet_hours_end: ClockTime | None = None
+    logo_url: Url | None = None
+    support_email: Annotated[EmailStr | None, Field(max_length=320)] = None
+    support_phone: Phone | None = None
+    support_url: Url | None = None
+
+    _required = field_validator(
+        "name",
+        "timezone",
+        "default_locale",
+        "fulfillment_window_days",
+        "consolidation_window_days",
+        "handling_days",
+        "transit_days_min",
+        "transit_days_max",
+        "transit_by_region",
+        "eta_change_threshold_days",
+        "confidence_widening_days",
+        "preorders_own_queue",
+        "choice_deadline_days",
+        "choice_default_action",
+        "quiet_hours_start",
+        "quiet_hours_end",
+        mode="before",
+    )(_not_null)
+
+
 # Responses ---------------------------------------------------------------------------------
 
 

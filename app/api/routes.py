@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from app.api import catalog, events, orders
+from app.api import brand, catalog, events, orders
 from app.api.endpoint import Endpoint, QueryParam
 from app.api.models import (
     BatchResult,
+    BrandOut,
+    BrandPatch,
     CheckpointIn,
     EventPage,
     OrderBatchIn,
@@ -26,6 +28,18 @@ from app.api.models import (
 PREFIX = "/api/v1"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/brand", brand.get_brand, "Read the brand's settings", BrandOut, tag="brand"),
+    Endpoint(
+        "PATCH",
+        "/brand",
+        brand.update_brand,
+        "Change the brand's settings (ETA policy changes re-date every waiting line)",
+        BrandOut,
+        body=BrandPatch,
+        writes=True,
+        errors=(400, 413, 415, 422),
+        tag="brand",
+    ),
     Endpoint(
         "POST",
         "/orders",

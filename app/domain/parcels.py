@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +16,7 @@ class ParcelIssue:
 
     parcel: str
     line: str
-    kind: Literal["unknown_line", "not_shippable", "exceeds"]
+    kind: Literal["unknown_line", "not_shippable", "exceeds", "before_order", "before_shipping"]
     message: str
 
 
@@ -54,6 +55,34 @@ def check_parcels(
                     "exceeds",
                     f"{shipped} units packed in all parcels but the line holds {lines[line][0]}",
                 )
+            )
+    return issues
+
+
+TIME_KINDS = frozenset({"before_order", "before_shipping"})
+# Brands' clocks drift: a parcel stamped a few minutes before its order is not an error.
+CLOCK_SKEW = dt.timedelta(minutes=10)
+
+
+def check_times(
+    placed_at: dt.datetime,
+    parcels: Mapping[str, tuple[dt.datetime | None, dt.datetime | None]],
+) -> list[ParcelIssue]:
+    """List parcels ({ref: (shipped_at, delivered_at)}) dated before their order or shipping.
+
+    For these issues `line` names the offending field.
+    """
+    issues: list[ParcelIssue] = []
+    earliest = placed_at - CLOCK_SKEW
+    for ref, (shipped, delivered) in parcels.items():
+        for name, value in (("shipped_at", shipped), ("delivered_at", delivered)):
+            if value is not None and value < earliest:
+                issues.append(
+                    ParcelIssue(ref, name, "before_order", "earlier than the order was placed")
+                )
+        if shipped is not None and delivered is not None and delivered < shipped:
+            issues.append(
+                ParcelIssue(ref, "delivered_at", "before_shipping", "earlier than it shipped")
             )
     return issues
 

@@ -46,6 +46,7 @@ from app.domain.eta import (
     window_state,
 )
 from app.storage import events
+from app.storage.database import Database
 from app.storage.schema import brands, inbound_supply, order_lines, orders, shipment_lines, skus
 
 ETA_FIELDS = (
@@ -437,3 +438,33 @@ async def _serve(
         now,
     )
     return taken
+
+
+async def waiting_skus(conn: AsyncConnection, brand_id: int) -> list[str]:
+    """List the brand's SKUs that have waiting lines."""
+    rows = await conn.execute(
+        select(order_lines.c.sku)
+        .where(order_lines.c.brand_id == brand_id, order_lines.c.status == "backordered")
+        .distinct()
+        .order_by(order_lines.c.sku)
+    )
+    return list(rows.scalars())
+
+
+async def recompute_brand(
+    db: Database, brand_id: int, now: dt.datetime, chunk: int = 500
+) -> Summary:
+    """Recompute every waiting line of a brand, a chunk of SKUs per write transaction.
+
+    Queues are per SKU, so chunks are independent; short transactions keep the single SQLite
+    writer available to API requests during a long nightly run.
+    """
+    async with db.read() as conn:
+        names = await waiting_skus(conn, brand_id)
+    total = Summary()
+    for start in range(0, len(names), chunk):
+        async with db.write() as conn:
+            part = await recompute(conn, brand_id, names[start : start + chunk], now)
+        for name in ("lines", "changed_lines", "served_lines", "events", "orders_bumped"):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+    return total

@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
 from app.api.problems import InvalidFields, NotFound, Problem
-from app.domain.parcels import ParcelIssue, check_parcels, effective_status, shipped_quantities
+from app.domain.parcels import (
+    TIME_KINDS,
+    ParcelIssue,
+    check_parcels,
+    check_times,
+    effective_status,
+    shipped_quantities,
+)
 from app.storage import etas, events
 from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
 
@@ -175,10 +182,19 @@ def settle(state: OrderState, where: Callable[[ParcelIssue], str]) -> None:
         {ref: parcel.contents for ref, parcel in state.shipments.items()},
     )
     unknown = [issue for issue in issues if issue.kind == "unknown_line"]
-    if unknown:
-        raise InvalidFields(
-            [{"path": where(i), "message": f"no line {i.line!r} in this order"} for i in unknown]
+    errors = [{"path": where(i), "message": f"no line {i.line!r} in this order"} for i in unknown]
+    errors += [
+        {"path": where(i), "message": i.message}
+        for i in check_times(
+            state.values["placed_at"],
+            {
+                ref: (p.values["shipped_at"], p.values["delivered_at"])
+                for ref, p in state.shipments.items()
+            },
         )
+    ]
+    if errors:
+        raise InvalidFields(errors)
     if issues:
         raise Problem(
             "Parcels hold more of a line than the order has, or a line that will not ship.",
@@ -202,6 +218,8 @@ def payload_locator(payload: OrderIn, prefix: str) -> Callable[[ParcelIssue], st
 
     def where(issue: ParcelIssue) -> str:
         j = parcel_index.get(issue.parcel)
+        if issue.kind in TIME_KINDS:
+            return f"{prefix}shipments[{j}].{issue.line}" if j is not None else f"{prefix}placed_at"
         if j is not None:
             k = next(
                 k for k, item in enumerate(payload.shipments[j].lines) if item.line == issue.line

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CheckpointIn, ShipmentIn, ShipmentPatch
 from app.api.problems import Conflict, InvalidFields, NotFound
-from app.domain.parcels import ParcelIssue
+from app.domain.parcels import CLOCK_SKEW, TIME_KINDS, ParcelIssue
 from app.storage import etas
 from app.storage.orders import (
     OrderState,
@@ -28,8 +29,14 @@ from app.storage.schema import checkpoints
 _AFTER_DELIVERY = frozenset({"delivered", "returned", "lost", "exception"})
 
 
-def _body_locator(body: ShipmentIn):  # type: ignore[no-untyped-def]
+def _patch_locator(issue: ParcelIssue) -> str:
+    return issue.line if issue.kind in TIME_KINDS else "status"
+
+
+def _body_locator(body: ShipmentIn) -> Callable[[ParcelIssue], str]:
     def where(issue: ParcelIssue) -> str:
+        if issue.kind in TIME_KINDS:
+            return issue.line
         for k, item in enumerate(body.lines):
             if item.line == issue.line:
                 return f"lines[{k}].line"
@@ -77,7 +84,7 @@ async def change_parcel(
         values[name] = str(value) if name == "tracking_url" and value is not None else value
     if values["status"] == "delivered" and values["delivered_at"] is None:
         values["delivered_at"] = now
-    settle(new, lambda issue: "status")
+    settle(new, _patch_locator)
     await persist(conn, brand_id, old, new, now, "shipment_updated")
     await etas.recompute(conn, brand_id, queue_skus(old, new), now)
     return new
@@ -96,6 +103,10 @@ async def add_checkpoint(
     parcel = old.shipments.get(ref)
     if parcel is None or parcel.id is None:
         raise NotFound(f"Order {number!r} has no shipment {ref!r}.")
+    if body.occurred_at < old.values["placed_at"] - CLOCK_SKEW:
+        raise InvalidFields(
+            [{"path": "occurred_at", "message": "earlier than the order was placed"}]
+        )
     latest = (
         await conn.execute(
             select(checkpoints.c.occurred_at)
@@ -125,7 +136,7 @@ async def add_checkpoint(
             values["delivered_at"] = body.occurred_at
         if values["shipped_at"] is None and body.status != "label_created":
             values["shipped_at"] = body.occurred_at
-    settle(new, lambda issue: "status")
+    settle(new, _patch_locator)
     await persist(
         conn,
         brand_id,
