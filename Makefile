@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench install clean
+.PHONY: run test lint format bench i18n install clean
+LOCALES := es fr de ar
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,18 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Extract page and message strings, merge them into every catalog, compile the catalogs.
+i18n: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --no-wrap --sort-by-file --project=whereabouts -o locale/messages.pot .
+	for lang in $(LOCALES); do \
+	  if [ -f locale/$$lang/LC_MESSAGES/messages.po ]; then \
+	    $(BIN)/pybabel update --no-wrap --no-fuzzy-matching -i locale/messages.pot -d locale -l $$lang; \
+	  else \
+	    $(BIN)/pybabel init --no-wrap -i locale/messages.pot -d locale -l $$lang; \
+	  fi; \
+	done
+	$(BIN)/pybabel compile --statistics -d locale
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

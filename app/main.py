@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
-from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,15 +21,26 @@ from app.api.problems import PROBLEM_TYPES, NotFound, Problem
 from app.api.routes import ENDPOINTS, PREFIX
 from app.services import Clock, Services, utc_now
 from app.settings import Settings
-from app.storage.database import Database
+from app.storage import changes
+from app.storage.database import Database, async_url
 from app.storage.migrate import migrate
-from app.storage.schema import orders
+from app.web.pages import Pages
+from app.web.security import Signer
+from app.web.tracking import routes as web_routes
 
 log = logging.getLogger("whereabouts")
 
 
 class State(TypedDict):
     services: Services
+    pages: Pages
+    signer: Signer
+
+
+def _asyncpg_dsn(settings: Settings) -> str:
+    """The database URL in the plain form asyncpg's own connect() takes."""
+    url = async_url(settings.database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
 
 
 def create_app(
@@ -45,11 +56,25 @@ def create_app(
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             pool_size=settings.db_pool_size,
         )
+        stop = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
         try:
             if migrate_on_start:
                 await migrate(db)
-            yield {"services": Services(settings=settings, db=db, clock=clock)}
+            services = Services(settings=settings, db=db, clock=clock)
+            pages = Pages(services)
+            services.hub.add_listener(pages.on_change)
+            db.on_commit.append(services.hub.publish)
+            if db.is_sqlite:
+                watch = changes.watch_sqlite(db, services.hub, stop, settings.change_poll_seconds)
+            else:
+                watch = changes.watch_postgres(_asyncpg_dsn(settings), services.hub, stop)
+            watcher = asyncio.create_task(watch)
+            yield {"services": services, "pages": pages, "signer": Signer(settings.secret_key)}
         finally:
+            stop.set()
+            if watcher is not None:
+                await watcher
             await db.close()
 
     async def openapi_document(request: Request) -> Response:
@@ -64,28 +89,12 @@ def create_app(
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    async def tracking(request: Request) -> Response:
-        # Placeholder until the tracking page lands: the order's public facts, nothing personal.
-        services: Services = request.state.services
-        token = request.path_params["token"]
-        async with services.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(orders.c.number, orders.c.version).where(
-                        orders.c.tracking_token == token
-                    )
-                )
-            ).first()
-        if row is None:
-            return NotFound("No such tracking link.").response()
-        return JSONResponse({"order": row.number, "version": row.version})
-
     routes: list[BaseRoute] = [
         Route(PREFIX + "/openapi.json", openapi_document, methods=["GET"]),
         *api_routes(ENDPOINTS, PREFIX),
         Route("/problems/{code}", problem_page, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
-        Route("/t/{token}", tracking, methods=["GET"]),
+        *web_routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

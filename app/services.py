@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.settings import Settings
+from app.storage.changes import ChangeHub
 from app.storage.database import Database
 
 Clock = Callable[[], dt.datetime]
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
+    hub: ChangeHub = field(default_factory=ChangeHub)
 
     def tracking_url(self, token: str) -> str:
         """Return the public tracking-page address for a tracking token."""

@@ -32,6 +32,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {raw!r}")
+    return value
+
+
 def _url(raw: str) -> str:
     value = raw.strip().rstrip("/")
     if not value.startswith(("http://", "https://")):
@@ -90,6 +97,29 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "SECRET_KEY",
+        "secret_key",
+        "",
+        "Secret that signs the tracking page's form tokens. Empty: a random key per start, fine "
+        "for one process; set the same long random value on every process that serves pages.",
+    ),
+    Setting(
+        "PAGE_CACHE_ENTRIES",
+        "page_cache_entries",
+        "5000",
+        "Rendered tracking pages each process keeps in memory (keyed by order version, language, "
+        "theme and day).",
+        _positive_int,
+    ),
+    Setting(
+        "CHANGE_POLL_SECONDS",
+        "change_poll_seconds",
+        "0.5",
+        "On SQLite, how often each process looks for orders changed by other processes (open "
+        "pages update within this time; PostgreSQL is told at once by LISTEN/NOTIFY).",
+        lambda raw: _positive_float(raw),
+    ),
+    Setting(
         "API_MAX_BODY_BYTES",
         "api_max_body_bytes",
         "8388608",
@@ -144,6 +174,9 @@ class Settings:
     host: str
     port: int
     web_concurrency: int
+    secret_key: str
+    page_cache_entries: int
+    change_poll_seconds: float
     api_max_body_bytes: int
     idempotency_ttl_hours: int
     sqlite_busy_timeout_ms: int

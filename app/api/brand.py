@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from app.api.endpoint import Call, Reply
 from app.api.models import BrandOut, BrandPatch, BrandSettings
 from app.api.problems import InvalidFields
+from app.storage import changes as changes_feed
 from app.storage import etas, events
 from app.storage.schema import brands
 
@@ -73,6 +74,8 @@ async def update_brand(call: Call) -> Reply:
             [events.NewEvent(None, "brand_updated", {"changes": sorted(changes)})],
             call.now,
         )
+        # Every page of the brand may look different now.
+        changes_feed.note_everything(call.conn)
         if ETA_POLICY & changes.keys():
             await etas.recompute(call.conn, call.brand.id, None, call.now)
     row = (await call.conn.execute(select(brands).where(brands.c.id == call.brand.id))).one()

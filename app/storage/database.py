@@ -9,13 +9,15 @@ WAL lets readers go on while one writer works. On PostgreSQL writes are ordinary
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.storage import changes
 
 
 class DatabaseError(Exception):
@@ -42,6 +44,7 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._write_lock = asyncio.Lock()
+        self.on_commit: list[Callable[[dict[int, int]], None]] = []
         kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
@@ -62,15 +65,27 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """Yield a connection inside a write transaction, committed when the block succeeds."""
+        """Yield a connection inside a write transaction, committed when the block succeeds.
+
+        Orders the transaction changed (see `app.storage.changes`) are announced to other
+        processes just before the commit and to `on_commit` callbacks right after it.
+        """
         if not self.is_sqlite:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            async with conn.begin():
-                yield conn
+            async with self.engine.connect() as conn:
+                changes.discard(conn)
+                async with conn.begin():
+                    yield conn
+                    changed = await changes.flush(conn)
+        else:
+            async with self._write_lock, self.engine.connect() as conn:
+                changes.discard(conn)
+                conn = await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+                    changed = await changes.flush(conn)
+        if changed:
+            for callback in self.on_commit:
+                callback(changed)
 
     async def close(self) -> None:
         """Close every pooled connection."""

@@ -45,7 +45,8 @@ from app.domain.eta import (
     window_end,
     window_state,
 )
-from app.storage import events
+from app.storage import changes, events
+from app.storage import choices as choice_store
 from app.storage.database import Database
 from app.storage.schema import brands, inbound_supply, order_lines, orders, shipment_lines, skus
 
@@ -290,6 +291,7 @@ async def recompute(
     updates: list[dict[str, Any]] = []
     changes_by_order: dict[int, list[dict[str, Any]]] = defaultdict(list)
     window_news: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    offers: list[choice_store.Offer] = []
 
     announced = [_announced(line) for line in stored.values() if line.computed]
     news = diff_etas(announced, etas.values(), rules.threshold_days)
@@ -333,6 +335,7 @@ async def recompute(
         else:
             values.update({name: line.values[name] for name in ANNOUNCED_FIELDS})
         if state.value != line.values["window_state"] and state in _WINDOW_EVENTS:
+            offers.append(choice_store.Offer(line.order_id, line_id, line.sku, state.value))
             last_day = window_end(line.placed_at, rules.policy.fulfillment_window_days)
             window_news[(line.order_id, _WINDOW_EVENTS[state])].append(
                 {
@@ -349,6 +352,7 @@ async def recompute(
                 changed_orders.add(line.order_id)
 
     deadline = now + dt.timedelta(days=rules.choice_deadline_days)
+    await choice_store.offer(conn, brand_id, offers, deadline, rules.default_action, now)
     for order_id, lines in changes_by_order.items():
         new_events.append(events.NewEvent(order_id, "eta_changed", {"lines": lines}))
     for (order_id, kind), lines in window_news.items():
@@ -386,12 +390,13 @@ async def recompute(
 async def _bump(conn: AsyncConnection, order_ids: Iterable[int], now: dt.datetime) -> None:
     ids = sorted(order_ids)
     if ids:
-        await conn.execute(
+        bumped = await conn.execute(
             update(orders)
-            .where(orders.c.id == bindparam("_id"))
-            .values(version=orders.c.version + 1, updated_at=now),
-            [{"_id": order_id} for order_id in ids],
+            .where(orders.c.id.in_(ids))
+            .values(version=orders.c.version + 1, updated_at=now)
+            .returning(orders.c.id, orders.c.version)
         )
+        changes.note(conn, {row.id: row.version for row in bumped})
 
 
 async def _serve(

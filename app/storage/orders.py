@@ -28,6 +28,7 @@ from app.domain.parcels import (
     effective_status,
     shipped_quantities,
 )
+from app.storage import changes as changes_feed
 from app.storage import etas, events
 from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
 
@@ -635,6 +636,7 @@ async def persist(
         .where(orders.c.id == new.id)
         .values(**order_changes, version=new.version, updated_at=now)
     )
+    changes_feed.note(conn, {new.id: new.version})
     await events.record(
         conn,
         brand_id,

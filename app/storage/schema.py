@@ -115,6 +115,10 @@ brands = Table(
     Column("preorders_own_queue", Boolean, nullable=False, server_default=text("true")),
     Column("transit_by_region", Json, nullable=False, server_default=text("'{}'")),
     Column("confidence_widening_days", Integer, nullable=False, server_default="10"),
+    # The tracking page's look: sanitized CSS, who may frame it, and a version for cache keys.
+    Column("custom_css", Text),
+    Column("frame_ancestors", Json, nullable=False, server_default=text("'[]'")),
+    Column("theme_version", Integer, nullable=False, server_default="1"),
     *_timestamps(),
     CheckConstraint("choice_default_action IN ('keep', 'cancel')", name="default_action"),
     CheckConstraint("fulfillment_window_days > 0", name="window_positive"),
@@ -310,6 +314,8 @@ skus = Table(
     Column("production_lead_days", Integer),
     Column("release_date", Date),
     Column("season_start", Date),
+    # Similar items the shopper may switch to: [{"sku", "title", "image_url", "unit_price"}].
+    Column("alternatives", Json, nullable=False, server_default=text("'[]'")),
     *_timestamps(),
     UniqueConstraint("brand_id", "sku"),
     CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
@@ -376,6 +382,7 @@ choices = Table(
     *_timestamps(),
     Index(None, "order_id"),
     Index(None, "state", "deadline"),
+    UniqueConstraint("order_line_id", "reason"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in CHOICE_STATES) + ")", name="state"),
 )
 
@@ -389,4 +396,23 @@ idempotency_keys = Table(
     Column("response_body", Text, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Index(None, "created_at"),
+)
+
+# Which orders changed, in commit order, for processes that share a SQLite file (PostgreSQL uses
+# LISTEN/NOTIFY instead). Trimmed as it grows; the orders table stays the truth.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("order_id", Id, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+# Tracking-page lookups per client address and per order number, in fixed windows.
+lookup_attempts = Table(
+    "lookup_attempts",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("window_start", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False),
 )

@@ -1,0 +1,1 @@
+"""Themes: built-in theme registry, brand CSS sanitizing and colour contrast checks."""

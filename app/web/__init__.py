@@ -1,0 +1,1 @@
+"""The shopper-facing web: tracking pages, lookup, live updates."""
