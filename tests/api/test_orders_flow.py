@@ -107,9 +107,9 @@ async def test_read_order_shows_everything_with_a_public_tracking_link(client, b
             await conn.execute(schema.orders.select().where(schema.orders.c.brand_id == brand.id))
         ).one()
     assert stored.tracking_token == token
-    page = await client.get(f"/t/{token}")
+    page = await client.get(f"/t/{token}.json")
     assert page.status_code == 200
-    assert page.json()["order"] == "1001"
+    assert page.json()["order"]["number"] == "1001"
 
 
 async def test_tracking_tokens_differ_between_orders(client, brand):
