@@ -229,7 +229,18 @@ def demo_stock(today: dt.date) -> dict[str, tuple[dict[str, Any], list[dict[str,
             [{"ref": "VENDOR-88", "kind": "vendor", "quantity": 5, "expected_date": day(9)}],
         ),
         "ESPRESSO-PRO": (
-            {"title": "Espresso machine", "on_hand": 0},
+            {
+                "title": "Espresso machine",
+                "on_hand": 0,
+                "alternatives": [
+                    {
+                        "sku": "ESPRESSO-LITE",
+                        "title": "Compact espresso machine",
+                        "unit_price": 44900,
+                    },
+                    {"sku": "MOKA-POT-6", "title": "Stovetop moka pot, 6 cups", "unit_price": 5900},
+                ],
+            },
             [{"ref": "PO-9120", "quantity": 10, "expected_date": day(26), "confidence": 0.5}],
         ),
         "SKI-WAX": (

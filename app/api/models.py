@@ -272,12 +272,25 @@ class CheckpointIn(Payload):
     country: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
 
 
+class AlternativeIn(Payload):
+    """A similar item the shopper may switch to when this SKU misses the brand's promise."""
+
+    sku: Sku
+    title: Text
+    image_url: Url | None = None
+    unit_price: Annotated[int | None, Field(ge=0, le=10**12, description="In minor units")] = None
+
+
+Alternatives = Annotated[list[AlternativeIn], Field(max_length=10)]
+
+
 class SkuIn(Payload):
     title: Annotated[str | None, Field(max_length=300)] = None
     on_hand: Annotated[int, Field(ge=0, le=10**9)]
     production_lead_days: Annotated[int | None, Field(ge=0, le=3650)] = None
     release_date: Day | None = None
     season_start: Day | None = None
+    alternatives: Alternatives = []
 
 
 class SkuPatch(Payload):
@@ -288,8 +301,9 @@ class SkuPatch(Payload):
     production_lead_days: Annotated[int | None, Field(ge=0, le=3650)] = None
     release_date: Day | None = None
     season_start: Day | None = None
+    alternatives: Alternatives | None = None
 
-    _on_hand_not_null = field_validator("on_hand", mode="before")(_not_null)
+    _not_null = field_validator("on_hand", "alternatives", mode="before")(_not_null)
 
 
 class SupplyPatch(Payload):
@@ -316,6 +330,19 @@ class SupplyIn(Payload):
 
 
 ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+Origin = Annotated[
+    str,
+    Field(
+        max_length=200,
+        pattern=r"^https://[a-z0-9.-]+(:[0-9]{1,5})?$",
+        description="An https origin, e.g. https://shop.brand.example",
+    ),
+]
+Origins = Annotated[list[Origin], Field(max_length=10)]
+ThemeTokens = Annotated[
+    dict[Annotated[str, Field(max_length=40)], Annotated[str, Field(max_length=300)]],
+    Field(max_length=30, description="Overrides of the theme's tokens (colours, font, radius)"),
+]
 Days = Annotated[int, Field(ge=0, le=365)]
 TransitRange = Annotated[
     list[Annotated[int, Field(ge=0, le=90)]], Field(min_length=2, max_length=2)
@@ -347,12 +374,22 @@ class BrandSettings(BaseModel):
     support_email: Annotated[EmailStr | None, Field(max_length=320)]
     support_phone: Phone | None
     support_url: Url | None
+    theme: Annotated[str, Field(max_length=63, description="A built-in theme: default or harbor")]
+    theme_tokens: ThemeTokens
+    custom_css: Annotated[str | None, Field(max_length=60_000)] = Field(
+        description="Extra CSS, kept only as far as the sanitizer allows"
+    )
+    asset_origins: Origins = Field(description="Origins custom CSS may load images and fonts from")
+    frame_ancestors: Origins = Field(description="Sites allowed to embed the tracking page")
 
 
 class BrandOut(BrandSettings):
     model_config = ConfigDict(extra="forbid")
 
     slug: str
+    custom_css_removed: list[str] = Field(
+        default=[], description="What the sanitizer took out of the CSS just sent"
+    )
 
 
 class BrandPatch(Payload):
@@ -380,6 +417,11 @@ class BrandPatch(Payload):
     support_email: Annotated[EmailStr | None, Field(max_length=320)] = None
     support_phone: Phone | None = None
     support_url: Url | None = None
+    theme: Annotated[str | None, Field(max_length=63)] = None
+    theme_tokens: ThemeTokens | None = None
+    custom_css: Annotated[str | None, Field(max_length=60_000)] = None
+    asset_origins: Origins | None = None
+    frame_ancestors: Origins | None = None
 
     _required = field_validator(
         "name",
@@ -398,6 +440,10 @@ class BrandPatch(Payload):
         "choice_default_action",
         "quiet_hours_start",
         "quiet_hours_end",
+        "theme",
+        "theme_tokens",
+        "asset_origins",
+        "frame_ancestors",
         mode="before",
     )(_not_null)
 
@@ -518,6 +564,13 @@ class BatchResult(Out):
     results: list[UpsertResult]
 
 
+class AlternativeOut(Out):
+    sku: str
+    title: str
+    image_url: str | None
+    unit_price: int | None
+
+
 class SkuOut(Out):
     sku: str
     title: str | None
@@ -525,6 +578,7 @@ class SkuOut(Out):
     production_lead_days: int | None
     release_date: dt.date | None
     season_start: dt.date | None
+    alternatives: list[AlternativeOut]
 
 
 class SupplyOut(Out):

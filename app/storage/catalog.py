@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -14,8 +15,22 @@ from app.storage import etas, events
 from app.storage.dialect import upsert
 from app.storage.schema import inbound_supply, skus
 
-SKU_FIELDS = ("title", "on_hand", "production_lead_days", "release_date", "season_start")
+SKU_FIELDS = (
+    "title",
+    "on_hand",
+    "production_lead_days",
+    "release_date",
+    "season_start",
+    "alternatives",
+)
 SUPPLY_FIELDS = ("ref", "kind", "quantity", "received_quantity", "expected_date", "confidence")
+
+
+def _sku_values(body: SkuIn | SkuPatch, fields: Iterable[str]) -> dict[str, Any]:
+    values = {name: getattr(body, name) for name in fields}
+    if values.get("alternatives") is not None:
+        values["alternatives"] = [a.model_dump(mode="json") for a in values["alternatives"]]
+    return values
 
 
 async def put_sku(
@@ -23,7 +38,28 @@ async def put_sku(
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace a SKU's stock and attributes; return it and whether it is new."""
     before = await _find(conn, brand_id, sku)
-    values = {name: getattr(body, name) for name in SKU_FIELDS}
+    return await _write_sku(conn, brand_id, sku, before, _sku_values(body, SKU_FIELDS), now)
+
+
+async def patch_sku(
+    conn: AsyncConnection, brand_id: int, sku: str, body: SkuPatch, now: dt.datetime
+) -> dict[str, Any]:
+    """Change some of a SKU's attributes (stock, lead time, dates, alternatives)."""
+    before = await get_sku(conn, brand_id, sku)
+    values = {name: before[name] for name in SKU_FIELDS}
+    values.update(_sku_values(body, body.model_fields_set))
+    row, _ = await _write_sku(conn, brand_id, sku, before, values, now)
+    return row
+
+
+async def _write_sku(
+    conn: AsyncConnection,
+    brand_id: int,
+    sku: str,
+    before: dict[str, Any] | None,
+    values: dict[str, Any],
+    now: dt.datetime,
+) -> tuple[dict[str, Any], bool]:
     await conn.execute(
         upsert(conn, skus, ["brand_id", "sku"], [*SKU_FIELDS, "updated_at"]).values(
             brand_id=brand_id, sku=sku, created_at=now, updated_at=now, **values
@@ -33,23 +69,12 @@ async def put_sku(
         await events.record(
             conn,
             brand_id,
-            [events.NewEvent(None, "stock_set", {"sku": sku, "on_hand": body.on_hand})],
+            [events.NewEvent(None, "stock_set", {"sku": sku, "on_hand": values["on_hand"]})],
             now,
         )
         await etas.recompute(conn, brand_id, {sku}, now)
     # Serving waiting lines may have taken some of the stock just set.
     return await get_sku(conn, brand_id, sku), before is None
-
-
-async def patch_sku(
-    conn: AsyncConnection, brand_id: int, sku: str, body: SkuPatch, now: dt.datetime
-) -> dict[str, Any]:
-    """Change some of a SKU's attributes (lead time, release date, season start, stock)."""
-    row = await get_sku(conn, brand_id, sku)
-    merged = {name: row[name] for name in SKU_FIELDS}
-    merged.update({name: getattr(body, name) for name in body.model_fields_set})
-    values, _ = await put_sku(conn, brand_id, sku, SkuIn.model_construct(**merged), now)
-    return values
 
 
 async def _find(conn: AsyncConnection, brand_id: int, sku: str) -> dict[str, Any] | None:

@@ -118,6 +118,7 @@ brands = Table(
     # The tracking page's look: sanitized CSS, who may frame it, and a version for cache keys.
     Column("custom_css", Text),
     Column("frame_ancestors", Json, nullable=False, server_default=text("'[]'")),
+    Column("asset_origins", Json, nullable=False, server_default=text("'[]'")),
     Column("theme_version", Integer, nullable=False, server_default="1"),
     *_timestamps(),
     CheckConstraint("choice_default_action IN ('keep', 'cancel')", name="default_action"),

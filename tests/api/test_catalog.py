@@ -15,6 +15,14 @@ SKU = {
     "production_lead_days": 21,
     "release_date": "2026-12-01",
     "season_start": None,
+    "alternatives": [
+        {
+            "sku": "LAMP-PINE",
+            "title": "Pine lamp",
+            "image_url": "https://cdn.example.com/pine.jpg",
+            "unit_price": 9900,
+        }
+    ],
 }
 
 
@@ -39,6 +47,7 @@ async def test_put_sku_creates_then_replaces_and_get_reads_it(client, brand, db)
         "production_lead_days": None,
         "release_date": None,
         "season_start": None,
+        "alternatives": [],
     }
     assert [kind for _, kind in await brand_events(db, brand.id)] == ["stock_set", "stock_set"]
     assert await count(db, schema.skus) == 1

@@ -49,6 +49,14 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(
+            sa.Column(
+                "asset_origins",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                server_default=sa.text("'[]'"),
+                nullable=False,
+            )
+        )
+        batch_op.add_column(
             sa.Column("theme_version", sa.Integer(), server_default="1", nullable=False)
         )
 
@@ -77,6 +85,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("brands", schema=None) as batch_op:
         batch_op.drop_column("theme_version")
+        batch_op.drop_column("asset_origins")
         batch_op.drop_column("frame_ancestors")
         batch_op.drop_column("custom_css")
 
