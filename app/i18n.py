@@ -18,14 +18,15 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 from babel.dates import (
     format_date,
-    format_datetime,
     format_interval,
     format_skeleton,
+    format_time,
     format_timedelta,
 )
+from babel.lists import format_list
 from babel.numbers import format_currency, format_decimal, get_currency_precision
 from babel.support import NullTranslations, Translations
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 SOURCE_LOCALE = "en"
@@ -46,6 +47,8 @@ def _supported(tag: str | None) -> str | None:
         language = Locale.parse(tag.strip().replace("-", "_")).language
     except (ValueError, UnknownLocaleError):
         return None
+    if language == "und":
+        return None
     return language if language in LOCALES else None
 
 
@@ -55,13 +58,14 @@ def parse_accept_language(header: str | None) -> list[str]:
         return []
     ranked: list[tuple[float, int, str]] = []
     for index, part in enumerate(header.split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
+        tag, _, params = part.partition(";")
+        tag = tag.strip()
         quality = 1.0
         for param in params.split(";"):
             name, _, value = param.strip().partition("=")
-            if name == "q":
+            if name.strip().lower() == "q":
                 try:
-                    quality = float(value)
+                    quality = min(1.0, float(value))
                 except ValueError:
                     quality = 0.0
         if tag and tag != "*" and quality > 0:
@@ -131,8 +135,18 @@ class Formatter:
         return format_interval(start, end, skeleton, locale=self.locale)
 
     def moment(self, value: dt.datetime) -> str:
-        """Format an instant in the brand's timezone ("Dec 9, 2026, 3:05 PM")."""
-        return format_datetime(value.astimezone(self.timezone), "medium", locale=self.locale)
+        """Format an instant in the brand's timezone, to the minute ("Dec 9, 2026, 3:05 PM")."""
+        local = value.astimezone(self.timezone)
+        pattern = Locale.parse(self.locale).datetime_formats["medium"]
+        return str(pattern).format(
+            format_time(local, "short", locale=self.locale),
+            format_date(local, "medium", locale=self.locale),
+        )
+
+    def join(self, parts: list[str]) -> Markup:
+        """Join phrases the locale's way ("a, b, and c"); the phrases are escaped first."""
+        # The list pattern comes from CLDR and the parts are escaped: the result is safe.
+        return Markup(format_list([str(escape(part)) for part in parts], locale=self.locale))  # noqa: S704
 
     def today(self, now: dt.datetime) -> dt.date:
         """Return the brand's calendar date at `now`."""

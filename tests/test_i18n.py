@@ -274,8 +274,8 @@ def test_template_ngettext_uses_the_catalog(locale: str, one: str, three: str):
 def test_french_plural_covers_zero_with_the_singular():
     ngettext = template_gettext("fr")["ngettext"]
     singular, plural = (
-        "%(count)s of %(total)s item delivered",
-        "%(count)s of %(total)s items delivered",
+        "%(count)s item of %(total)s delivered",
+        "%(count)s items of %(total)s delivered",
     )
     assert ngettext(singular, plural, 0, count=0, total=3) == "0 article livré sur 3"
     assert ngettext(singular, plural, 2, count=2, total=3) == "2 articles livrés sur 3"
@@ -489,11 +489,11 @@ def test_money_in_minor_units(locale, usd, eur, jpy, cents, kwd):
 @pytest.mark.parametrize(
     ("locale", "number", "moment"),
     [
-        ("en", "1,234,567", f"Dec 9, 2026, 11:30:00{NNBSP}PM"),
-        ("es", "1.234.567", "9 dic 2026, 23:30:00"),
-        ("fr", f"1{NNBSP}234{NNBSP}567", "9 déc. 2026, 23:30:00"),
-        ("de", "1.234.567", "09.12.2026, 23:30:00"),
-        ("ar", "1,234,567", f"09{RLM}/12{RLM}/2026، 11:30:00 م"),
+        ("en", "1,234,567", f"Dec 9, 2026, 11:30{NNBSP}PM"),
+        ("es", "1.234.567", "9 dic 2026, 23:30"),
+        ("fr", f"1{NNBSP}234{NNBSP}567", "9 déc. 2026, 23:30"),
+        ("de", "1.234.567", "09.12.2026, 23:30"),
+        ("ar", "1,234,567", f"09{RLM}/12{RLM}/2026، 11:30 م"),
     ],
 )
 def test_numbers_and_moments_in_the_brand_timezone(locale, number, moment):
