@@ -86,10 +86,12 @@ def _check_look(wanted: dict[str, Any], row: Any) -> tuple[list[dict[str, str]],
             errors += [
                 {"path": f"theme_tokens.{p.foreground}", "message": p.message} for p in problems
             ]
-    if wanted.get("custom_css"):
+    # Narrower asset origins apply to the CSS already kept, too.
+    css = wanted.get("custom_css", row.custom_css if "asset_origins" in wanted else None)
+    if css:
         origins = wanted.get("asset_origins", row.asset_origins or [])
         try:
-            cleaned = sanitize_css(wanted["custom_css"], asset_origins=origins)
+            cleaned = sanitize_css(css, asset_origins=origins)
         except CssRejected as exc:
             errors.append({"path": "custom_css", "message": str(exc)})
         else:
@@ -115,8 +117,8 @@ async def update_brand(call: Call) -> Reply:
         raise InvalidFields(errors)
     changes = {name: value for name, value in wanted.items() if getattr(row, name) != value}
     if changes:
-        if LOOK & changes.keys():
-            changes["theme_version"] = row.theme_version + 1
+        # Pages show the brand: any change makes cached pages and their validators stale.
+        changes["theme_version"] = row.theme_version + 1
         await call.conn.execute(
             update(brands)
             .where(brands.c.id == call.brand.id)

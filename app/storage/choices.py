@@ -79,7 +79,7 @@ async def decide(
     """Record the shopper's decision once; a repeat sees the first one."""
     row = (
         await conn.execute(
-            select(choices, order_lines.c.ref, order_lines.c.sku)
+            select(choices, order_lines.c.ref, order_lines.c.sku, order_lines.c.status)
             .join(order_lines, order_lines.c.id == choices.c.order_line_id)
             .where(
                 choices.c.id == choice_id,
@@ -91,6 +91,9 @@ async def decide(
     ).first()
     if row is None:
         raise ChoiceError("no such choice")
+    if row.state == "open" and row.status != "backordered":
+        # The line shipped, was served from stock or cancelled meanwhile: nothing to choose.
+        raise ChoiceError("this item is no longer waiting")
     outcome = machine.decide(
         row.state,
         row.decision,

@@ -25,6 +25,8 @@ from jinja2 import (
     select_autoescape,
 )
 
+from app.themes.contrast import ColorError, parse_color
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 THEMES_DIR = ROOT / "themes"
 TEMPLATES_DIR = ROOT / "templates"
@@ -58,6 +60,12 @@ CONTRAST_PAIRS: tuple[tuple[str, str, float], ...] = (
 )
 _FONT_STACK = re.compile(r'^[A-Za-z0-9 ,\-"\']{1,200}$')
 _RADIUS = re.compile(r"^(?:[0-9]|[12][0-9]|3[0-2])px$")
+_ANY = re.compile(r"^$")
+_SHAPES = {"font_stack": _FONT_STACK, "radius": _RADIUS}
+_SHAPE_HELP = {
+    "font_stack": "font names, commas, spaces and quotes only",
+    "radius": "a length from 0px to 32px",
+}
 
 
 class ThemeError(ValueError):
@@ -113,13 +121,31 @@ def check_token_values(overrides: Mapping[str, Any]) -> list[dict[str, str]]:
             errors.append({"path": path, "message": f"unknown token; known: {', '.join(TOKENS)}"})
         elif not isinstance(value, str):
             errors.append({"path": path, "message": "must be a string"})
-        elif name == "font_stack" and not _FONT_STACK.match(value):
-            errors.append({"path": path, "message": "font names, commas, spaces and quotes only"})
-        elif name == "radius" and not _RADIUS.match(value):
-            errors.append({"path": path, "message": "a length from 0px to 32px"})
+        elif name in COLOR_TOKENS:
+            try:
+                parse_color(value)
+            except ColorError as exc:
+                errors.append({"path": path, "message": str(exc)})
+        elif name in _SHAPES and not _SHAPES[name].match(value):
+            errors.append({"path": path, "message": _SHAPE_HELP[name]})
         elif name == "logo" and value and not value.startswith("https://"):
             errors.append({"path": path, "message": "an https:// image URL"})
     return errors
+
+
+def css_tokens(tokens: Mapping[str, str]) -> str:
+    """Write tokens as CSS custom properties; colours in canonical #rrggbb form only."""
+    lines = []
+    for name in TOKENS:
+        value = tokens.get(name)
+        if value is None or name == "logo":
+            continue
+        if name in COLOR_TOKENS:
+            value = parse_color(value).hex
+        elif not _SHAPES.get(name, _ANY).match(value):
+            continue
+        lines.append(f"  --wa-{name.replace('_', '-')}: {value};")
+    return ":root {\n" + "\n".join(lines) + "\n}\n"
 
 
 def environment(theme: Theme) -> Environment:

@@ -124,11 +124,11 @@ class Pages:
             self._brands.clear()
             self._html.clear()
             return
-        for order_id, version in versions.items():
-            token = self._by_order.get(order_id)
-            if token is not None and token in self._meta:
-                meta = self._meta[token]
-                meta.version = max(meta.version, version)
+        for order_id in versions:
+            # Re-read on the next view: the version, and the customer's language with it.
+            token = self._by_order.pop(order_id, None)
+            if token is not None:
+                self._meta.pop(token, None)
 
     # Lookups ---------------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ class Pages:
             order = await order_view(conn, self.services, meta.brand_id, meta.number)
             rows = (
                 await conn.execute(
-                    select(choices, order_lines.c.ref)
+                    select(choices, order_lines.c.ref, order_lines.c.status.label("line_status"))
                     .join(order_lines, order_lines.c.id == choices.c.order_line_id)
                     .where(choices.c.order_id == meta.order_id)
                     .order_by(choices.c.id)
@@ -278,7 +278,7 @@ class Pages:
         found = []
         for row in rows:
             line = lines.get(row.ref)
-            if line is None:
+            if line is None or (row.state == "open" and row.line_status != "backordered"):
                 continue
             found.append(
                 Choice(

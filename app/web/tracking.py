@@ -22,11 +22,12 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from app.api.problems import NotFound
-from app.i18n import LOCALES, N_, negotiate, translations
+from app.i18n import LOCALES, N_, RTL_LOCALES, negotiate, translations
 from app.services import Services
 from app.storage import choices as choice_store
 from app.storage import lookups
 from app.storage.schema import customers, orders
+from app.themes.registry import css_tokens
 from app.web.pages import BrandLook, OrderMeta, Pages
 from app.web.security import NONCE_PLACEHOLDER, Signer, new_nonce, page_headers, plain_headers
 
@@ -59,28 +60,33 @@ def _locale(request: Request, meta: OrderMeta | None, brand: BrandLook) -> str:
     )
 
 
-def _static_version() -> str:
+def _build_fingerprint() -> str:
+    """Hash what shapes a page besides its data: static files, templates, themes, catalogs."""
     digest = hashlib.sha256()
-    for name in ("base.css", "live.js"):
-        digest.update((STATIC_DIR / name).read_bytes())
+    roots = (STATIC_DIR, STATIC_DIR.parent / "templates", STATIC_DIR.parent / "themes")
+    files = [path for root in roots for path in sorted(root.rglob("*")) if path.is_file()]
+    files += sorted((STATIC_DIR.parent / "locale").rglob("*.mo"))
+    for path in files:
+        digest.update(str(path.relative_to(STATIC_DIR.parent)).encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-STATIC_VERSION = _static_version()
+BUILD = _build_fingerprint()
 
 
 def _urls(brand: BrandLook, token: str | None, locale: str) -> dict[str, str]:
     urls = {
-        "base_css": f"/static/base.css?v={STATIC_VERSION}",
-        "brand_css": f"/b/{brand.slug}/theme.css?v={brand.theme_key}",
-        "live_js": f"/static/live.js?v={STATIC_VERSION}",
+        "base_css": f"/static/base.css?v={BUILD}",
+        "brand_css": f"/b/{brand.slug}/theme.css?v={brand.theme_key}.{BUILD}",
+        "live_js": f"/static/live.js?v={BUILD}",
         "lookup": f"/{brand.slug}/track",
     }
     if token:
         urls.update(
             events=f"/t/{token}/events?lang={locale}",
             fragment=f"/t/{token}?lang={locale}",
-            choice=f"/t/{token}/choices/",
+            choice=f"/t/{token}/choices/{{id}}?lang={locale}",
         )
     return urls
 
@@ -95,13 +101,14 @@ async def _message(
             request.query_params.get("lang"), None, request.headers.get("accept-language"), "en"
         )
         catalog = translations(locale)
+        direction = "rtl" if locale in RTL_LOCALES else "ltr"
         body = (
-            f'<!doctype html><html lang="{locale}"><meta charset="utf-8">'
+            f'<!doctype html><html lang="{locale}" dir="{direction}"><meta charset="utf-8">'
             f"<title>{catalog.gettext(heading)}</title><h1>{catalog.gettext(heading)}</h1>"
             f"<p>{catalog.gettext(text)}</p></html>"
         )
-        nonce = new_nonce()
-        return HTMLResponse(body, status_code=status, headers=page_headers(nonce, ()))
+        headers = {**page_headers(new_nonce(), ()), **_language_headers(locale)}
+        return HTMLResponse(body, status_code=status, headers=headers)
     locale = _locale(request, None, brand)
     catalog = translations(locale)
     context = {
@@ -111,9 +118,13 @@ async def _message(
     }
     nonce = new_nonce()
     html = pages.render(brand, "page/message.html", context).replace(NONCE_PLACEHOLDER, nonce)
-    return HTMLResponse(
-        html, status_code=status, headers=page_headers(nonce, brand.frame_ancestors)
-    )
+    headers = {**page_headers(nonce, brand.frame_ancestors), **_language_headers(locale)}
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _language_headers(locale: str) -> dict[str, str]:
+    """Headers of a page whose language came from the request; not for shared caches."""
+    return {"Content-Language": locale, "Vary": "Accept-Language", "Cache-Control": "no-store"}
 
 
 NOT_FOUND = (
@@ -130,7 +141,7 @@ async def tracking_page(request: Request) -> Response:
     brand = await pages.brand(meta.brand_id)
     locale = _locale(request, meta, brand)
     today = _services(request).clock().astimezone(brand.timezone).date()
-    etag = f'W/"{meta.version}.{locale}.{brand.theme_key}.{today.isoformat()}.{STATIC_VERSION}"'
+    etag = f'W/"{meta.version}.{locale}.{brand.theme_key}.{today.isoformat()}.{BUILD}"'
     nonce = new_nonce()
     headers = {
         **page_headers(nonce, brand.frame_ancestors),
@@ -147,9 +158,7 @@ async def tracking_page(request: Request) -> Response:
     )
     html = rendered.page.replace(NONCE_PLACEHOLDER, nonce)
     # The render may have found a newer version than the cached meta knew.
-    headers["ETag"] = (
-        f'W/"{meta.version}.{locale}.{brand.theme_key}.{today.isoformat()}.{STATIC_VERSION}"'
-    )
+    headers["ETag"] = f'W/"{meta.version}.{locale}.{brand.theme_key}.{today.isoformat()}.{BUILD}"'
     return HTMLResponse(html, headers=headers)
 
 
@@ -169,7 +178,7 @@ async def tracking_json(request: Request) -> Response:
     headers = {
         **plain_headers(),
         "Cache-Control": "private, no-cache",
-        "ETag": f'W/"{view.version}"',
+        "ETag": f'W/"{view.version}.{brand.theme_key}"',
     }
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
@@ -353,7 +362,7 @@ async def _lookup_page(
         status_code=status,
         headers={
             **page_headers(nonce, brand.frame_ancestors),
-            "Cache-Control": "no-store",
+            **_language_headers(locale),
             **(headers or {}),
         },
     )
@@ -434,14 +443,9 @@ async def brand_css(request: Request) -> Response:
         )
     pages = _pages(request)
     theme = pages.themes.get(brand.theme) or pages.themes["default"]
-    tokens = "\n".join(
-        f"  --wa-{name.replace('_', '-')}: {value};"
-        for name, value in brand.tokens.items()
-        if name != "logo"
-    )
-    css = f":root {{\n{tokens}\n}}\n{theme.stylesheet}\n{brand.custom_css or ''}\n"
+    css = f"{css_tokens(brand.tokens)}{theme.stylesheet}\n{brand.custom_css or ''}\n"
     headers = {**plain_headers(), "Cache-Control": "public, max-age=31536000, immutable"}
-    if request.query_params.get("v") != brand.theme_key:
+    if request.query_params.get("v") != f"{brand.theme_key}.{BUILD}":
         headers["Cache-Control"] = "public, max-age=60"
     return Response(css, media_type="text/css", headers=headers)
 
@@ -457,6 +461,12 @@ async def static_file(request: Request) -> Response:
     return Response((STATIC_DIR / name).read_bytes(), media_type=media, headers=headers)
 
 
+async def track(request: Request) -> Response:
+    if request.method == "POST":
+        return await lookup(request)
+    return await lookup_form(request)
+
+
 def routes() -> list[BaseRoute]:
     """The shopper-facing routes."""
     return [
@@ -466,6 +476,5 @@ def routes() -> list[BaseRoute]:
         Route("/t/{token}/events", tracking_events, methods=["GET"]),
         Route("/t/{token}/choices/{choice_id:int}", choose, methods=["POST"]),
         Route("/t/{token}", tracking_page, methods=["GET"]),
-        Route("/{brand}/track", lookup_form, methods=["GET"]),
-        Route("/{brand}/track", lookup, methods=["POST"]),
+        Route("/{brand}/track", track, methods=["GET", "POST"]),
     ]

@@ -68,7 +68,7 @@ async def assert_nothing_recorded(client, db, demo, version):
 async def test_the_page_offers_the_choice_with_alternatives_deadline_and_default(client, demo):
     section, action, csrf = await choice_form(client, demo)
     (choice,) = (await client.get(demo.page("D-1005") + ".json")).json()["order"]["choices"]
-    assert action == f"{demo.page('D-1005')}/choices/{choice['id']}"
+    assert action == f"{demo.page('D-1005')}/choices/{choice['id']}?lang=en"
     assert section.attrs["id"] == f"choice-{choice['id']}"
     assert csrf
     assert section.find("h2").text == "Your choice for Espresso machine"
@@ -108,10 +108,10 @@ async def test_the_page_offers_the_choice_with_alternatives_deadline_and_default
 async def test_each_decision_is_recorded_and_shown(client, demo, db, decision, line_after):
     before = (await get_order(client, demo, "D-1005"))["version"]
     section, action, csrf = await choice_form(client, demo)
-    choice_id = int(action.rsplit("/", 1)[1])
+    choice_id = int(action.rsplit("/", 1)[1].split("?")[0])
     response = await post(client, action, {"csrf": csrf, "decision": decision})
     assert response.status_code == 303, response.text
-    assert response.headers["location"] == f"{demo.page('D-1005')}#choice-{choice_id}"
+    assert response.headers["location"] == f"{demo.page('D-1005')}?lang=en#choice-{choice_id}"
     page = parse((await client.get(response.headers["location"])).text)
     section = page.by_id(f"choice-{choice_id}")
     kind = decision.partition(":")[0]

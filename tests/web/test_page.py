@@ -65,7 +65,7 @@ def waiting_items(page):
 async def test_the_summary_line_says_what_arrived_what_travels_and_what_waits(client, demo):
     page = await page_of(client, demo, "D-1001")
     assert page.find("p", cls="glance").text == (
-        "2 of 4 items delivered, 1 parcel on its way, 1 item waiting for stock."
+        "2 items of 4 delivered, 1 parcel on its way, and 1 item waiting for stock"
     )
 
 

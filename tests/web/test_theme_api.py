@@ -47,7 +47,7 @@ async def test_switching_to_harbor_changes_the_page(client, demo):
     assert banner.attrs.get("aria-hidden") == "true"
     assert page.by_id("order-title").text == "Order D-1001"  # the default templates still serve
     href, css = await brand_css(client)
-    assert href.endswith("?v=harbor.2")
+    assert "?v=harbor.2." in href
     assert ".harbor-banner" in css
     assert "--wa-background: #f4efe6;" in css
     assert "harbor-banner" in (await client.get("/demo/track")).text
@@ -119,7 +119,7 @@ async def test_custom_css_is_sanitized_and_what_was_removed_is_listed(client, de
     assert any(reason.startswith("line 6") for reason in removed), removed
     stored = changed.json()["custom_css"]
     href, css = await brand_css(client)
-    assert href.endswith("?v=default.2")
+    assert "?v=default.2." in href
     assert stored in css
     lowered = css.lower()
     for gone in ("@import", "expression(", "</style", "<script", "evil.example", "alert("):
