@@ -220,7 +220,7 @@ class ShipmentPatch(Payload):
     tracking_url: Url | None = None
     delivered_at: Instant | None = None
 
-    _status_not_null = field_validator("status", mode="before")(_not_null)
+    _status_not_null = field_validator("status", mode="after")(_not_null)
 
 
 class OrderIn(Payload):
@@ -303,7 +303,7 @@ class SkuPatch(Payload):
     season_start: Day | None = None
     alternatives: Alternatives | None = None
 
-    _not_null = field_validator("on_hand", "alternatives", mode="before")(_not_null)
+    _not_null = field_validator("on_hand", "alternatives", mode="after")(_not_null)
 
 
 class SupplyPatch(Payload):
@@ -314,7 +314,7 @@ class SupplyPatch(Payload):
     expected_date: Day | None = None
     confidence: Annotated[float | None, Field(ge=0, le=1)] = None
 
-    _not_null = field_validator("*", mode="before")(_not_null)
+    _not_null = field_validator("*", mode="after")(_not_null)
 
 
 class ReceiveIn(Payload):
@@ -444,7 +444,7 @@ class BrandPatch(Payload):
         "theme_tokens",
         "asset_origins",
         "frame_ancestors",
-        mode="before",
+        mode="after",
     )(_not_null)
 
 

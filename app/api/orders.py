@@ -131,7 +131,10 @@ async def order_view(
             )
             for ref, p in state.shipments.items()
         ],
-        window_end=window_end(state.values["placed_at"], policy.policy.fulfillment_window_days),
+        window_end=window_end(
+            state.values["placed_at"].astimezone(policy.timezone),
+            policy.policy.fulfillment_window_days,
+        ),
         expected_parcels=[
             ExpectedParcelOut(
                 key=p.key,

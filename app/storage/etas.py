@@ -124,8 +124,12 @@ class _Stored:
 
 
 async def _load_waiting(
-    conn: AsyncConnection, brand_id: int, sku_filter: Collection[str] | None
+    conn: AsyncConnection,
+    brand_id: int,
+    sku_filter: Collection[str] | None,
+    timezone: zoneinfo.ZoneInfo,
 ) -> tuple[list[WaitingLine], dict[int, _Stored]]:
+    """Read waiting lines; order times in the brand's timezone, so dates are its calendar's."""
     shipped = (
         select(func.coalesce(func.sum(shipment_lines.c.quantity), 0))
         .where(shipment_lines.c.order_line_id == order_lines.c.id)
@@ -154,6 +158,7 @@ async def _load_waiting(
     stored: dict[int, _Stored] = {}
     for r in await conn.execute(stmt):
         left = r.quantity - r.shipped
+        placed_at = r.placed_at.astimezone(timezone)
         if left <= 0:
             continue
         waiting.append(
@@ -162,7 +167,7 @@ async def _load_waiting(
                 r.order_id,
                 r.sku,
                 left,
-                r.placed_at,
+                placed_at,
                 BackorderType(r.backorder_type or "standard"),
                 r.shipping_region,
             )
@@ -172,7 +177,7 @@ async def _load_waiting(
             r.order_id,
             r.ref,
             r.sku,
-            r.placed_at,
+            placed_at,
             {name: getattr(r, name) for name in (*ETA_FIELDS, *ANNOUNCED_FIELDS)},
             r.eta_computed_at is not None,
         )
@@ -265,7 +270,7 @@ async def recompute(
         return summary
     rules = await load_rules(conn, brand_id)
     today = rules.today(now)
-    waiting, stored = await _load_waiting(conn, brand_id, sku_filter)
+    waiting, stored = await _load_waiting(conn, brand_id, sku_filter, rules.timezone)
     if not waiting:
         return summary
     supplies = await _load_supply(conn, brand_id, sku_filter)
@@ -351,7 +356,9 @@ async def recompute(
                 # A line dated for the first time belongs to a change that already bumped it.
                 changed_orders.add(line.order_id)
 
-    deadline = now + dt.timedelta(days=rules.choice_deadline_days)
+    # The end of the brand's day, `choice_deadline_days` from today: a date a shopper can read.
+    last_day = today + dt.timedelta(days=rules.choice_deadline_days)
+    deadline = dt.datetime.combine(last_day, dt.time(23, 59, 59), rules.timezone).astimezone(dt.UTC)
     await choice_store.offer(conn, brand_id, offers, deadline, rules.default_action, now)
     for order_id, lines in changes_by_order.items():
         new_events.append(events.NewEvent(order_id, "eta_changed", {"lines": lines}))
@@ -422,6 +429,7 @@ async def _serve(
             eta_reason=Reason.IN_STOCK.value,
             window_state=None,
             eta_computed_at=now,
+            allocated_at=now,
             updated_at=now,
         ),
         [{"_id": line.line_id} for line in served],

@@ -22,6 +22,7 @@ from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
 from app.api.problems import InvalidFields, NotFound, Problem
 from app.domain.parcels import (
     TIME_KINDS,
+    UNSHIPPABLE,
     ParcelIssue,
     check_parcels,
     check_times,
@@ -30,7 +31,7 @@ from app.domain.parcels import (
 )
 from app.storage import changes as changes_feed
 from app.storage import etas, events
-from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments
+from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments, skus
 
 UpsertOutcome = Literal["created", "updated", "unchanged"]
 TOKEN_BYTES = 24  # 192 random bits in every tracking link
@@ -53,6 +54,7 @@ LINE_FIELDS = (
     "status",
     "backorder_type",
     "vendor_date",
+    "allocated_at",
 )
 SHIPMENT_FIELDS = (
     "carrier",
@@ -118,6 +120,7 @@ def line_values(line: LineIn, position: int) -> dict[str, Any]:
         "status": line.status,
         "backorder_type": backorder_type,
         "vendor_date": line.vendor_date,
+        "allocated_at": None,
     }
 
 
@@ -154,14 +157,18 @@ def wanted_state(current: OrderState | None, payload: OrderIn, customer_id: int)
         state.shipments = copy.deepcopy(current.shipments)
     for position, line in enumerate(payload.lines):
         stored = current.lines.get(line.key) if current else None
-        state.lines[line.key] = LineState(
-            line_values(line, position), line.status, stored.id if stored else None
-        )
+        values, requested = line_values(line, position), line.status
+        allocated = stored.values["allocated_at"] if stored is not None else None
+        if allocated is not None and requested in ("backordered", "in_stock"):
+            # Stock was handed to this line; a brand that still says "backordered" has not
+            # caught up yet, and must not send it back to the end of the queue.
+            values["allocated_at"], values["status"], requested = allocated, "in_stock", "in_stock"
+        state.lines[line.key] = LineState(values, requested, stored.id if stored else None)
     if current is not None:
         # Lines the brand no longer sends are cancelled, never deleted: parcels may name them.
         for ref, stored in current.lines.items():
             if ref not in state.lines:
-                values = dict(stored.values, status="cancelled")
+                values = dict(stored.values, status="cancelled", allocated_at=None)
                 state.lines[ref] = LineState(values, "cancelled", stored.id)
     for shipment in payload.shipments:
         stored_parcel = state.shipments.get(shipment.ref)
@@ -687,6 +694,7 @@ async def upsert(
             customer = ["customer"] if state.values["customer_id"] in changed_customers else []
             changes = await persist(conn, brand_id, before, state, now, also_changed=customer)
             result = "updated" if changes else "unchanged"
+            waiting |= await release_allocations(conn, brand_id, before, state, now)
         waiting |= queue_skus(before, state)
         results.append(Upserted(state.number, result, state.version, state.token))
     if waiting:
@@ -699,6 +707,29 @@ async def upsert(
     return results
 
 
+async def release_allocations(
+    conn: AsyncConnection, brand_id: int, old: OrderState, new: OrderState, now: dt.datetime
+) -> set[str]:
+    """Give back to stock the units of allocated lines that will no longer ship; return SKUs."""
+    shipped = shipped_quantities({ref: p.contents for ref, p in new.shipments.items()})
+    units: dict[str, int] = {}
+    for ref, line in new.lines.items():
+        before = old.lines.get(ref)
+        if before is None or before.values["allocated_at"] is None:
+            continue
+        if line.values["allocated_at"] is None and line.values["status"] in UNSHIPPABLE:
+            sku = before.values["sku"]
+            left = before.values["quantity"] - shipped.get(ref, 0)
+            units[sku] = units.get(sku, 0) + max(left, 0)
+    for sku, count in units.items():
+        await conn.execute(
+            update(skus)
+            .where(skus.c.brand_id == brand_id, skus.c.sku == sku)
+            .values(on_hand=skus.c.on_hand + count, updated_at=now)
+        )
+    return set(units)
+
+
 def queue_skus(old: OrderState | None, new: OrderState) -> set[str]:
     """Return the SKUs whose waiting queues a change from `old` to `new` may have moved."""
     shipped_new = shipped_quantities({ref: p.contents for ref, p in new.shipments.items()})
@@ -706,6 +737,10 @@ def queue_skus(old: OrderState | None, new: OrderState) -> set[str]:
         shipped_quantities({ref: p.contents for ref, p in old.shipments.items()}) if old else {}
     )
     touched: set[str] = set()
+    # The order's date orders it in every queue; its region sets the transit days.
+    order_moved = old is not None and any(
+        old.values[name] != new.values[name] for name in ("placed_at", "shipping_region")
+    )
     for ref, line in new.lines.items():
         before = old.lines.get(ref) if old else None
         waiting = line.values["status"] == "backordered" or (
@@ -714,7 +749,8 @@ def queue_skus(old: OrderState | None, new: OrderState) -> set[str]:
         if not waiting:
             continue
         if (
-            before is None
+            order_moved
+            or before is None
             or before.values != line.values
             or shipped_old.get(ref, 0) != shipped_new.get(ref, 0)
         ):

@@ -222,6 +222,8 @@ order_lines = Table(
     Column("announced_delivery_from", Date),
     Column("announced_delivery_to", Date),
     Column("eta_computed_at", UTCDateTime()),
+    # Set when stock was handed to this waiting line (it became in_stock); the units are its.
+    Column("allocated_at", UTCDateTime()),
     *_timestamps(),
     UniqueConstraint("order_id", "ref"),
     # The ETA engine reads one SKU's waiting lines at a time.

@@ -36,6 +36,7 @@ class Scan:
 
 @dataclass(frozen=True)
 class Parcel:
+    number: int  # in the order the parcels left, so messages and page agree
     ref: str
     carrier: str
     tracking_number: str
@@ -168,8 +169,9 @@ def destination(city: str | None, postal_code: str | None) -> str | None:
     return " ".join(parts) if parts else None
 
 
-def _parcel(shipment: ShipmentOut, lines: dict[str, LineOut]) -> Parcel:
+def _parcel(number: int, shipment: ShipmentOut, lines: dict[str, LineOut]) -> Parcel:
     return Parcel(
+        number=number,
         ref=shipment.ref,
         carrier=shipment.carrier,
         tracking_number=shipment.tracking_number,
@@ -199,9 +201,11 @@ def _parcel(shipment: ShipmentOut, lines: dict[str, LineOut]) -> Parcel:
 def build_view(order: OrderOut, choices: list[Choice] | None = None) -> TrackingView:
     """Work out everything the tracking page shows for an order."""
     lines = {line.ref: line for line in order.lines}
-    parcels = [_parcel(shipment, lines) for shipment in order.shipments]
+    far_future = dt.datetime.max.replace(tzinfo=dt.UTC)
+    by_departure = sorted(order.shipments, key=lambda s: (s.shipped_at or far_future, s.ref))
+    parcels = [_parcel(n, shipment, lines) for n, shipment in enumerate(by_departure, start=1)]
     # Delivered parcels last: what is still coming matters most.
-    parcels.sort(key=lambda p: (p.status == "delivered", p.ref))
+    parcels.sort(key=lambda p: (p.status == "delivered", p.number))
 
     waiting: dict[str, Waiting] = {}
     preparing: list[Item] = []

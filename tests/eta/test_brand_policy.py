@@ -150,7 +150,7 @@ async def test_a_shorter_window_puts_lines_at_risk(waiting, db, brand):
     assert news[1]["order"] == "1002"
     assert news[1]["data"] == {
         "lines": [{"line": "1", "sku": "MUG", "window_end": "2026-11-23", "ship_by": "2026-11-26"}],
-        "choice_deadline": "2026-11-09T12:00:00+00:00",
+        "choice_deadline": "2026-11-09T23:59:59+00:00",
         "default_action": "keep",
     }
     assert (await versions(db, brand.id))["1002"] == before["1002"] + 1

@@ -58,7 +58,7 @@ async def test_a_line_shipping_after_the_window_is_at_risk_with_the_choice(late,
     assert news[1]["order"] == "1001"
     assert news[1]["data"] == window_news(
         [("1", "LAMP", "2026-12-01", "2026-12-06")],
-        "2026-11-05T12:00:00+00:00",  # now + 3 days
+        "2026-11-05T23:59:59+00:00",  # the end of the day 3 days from now
         "cancel",
     )
     assert order["version"] == 1
@@ -98,7 +98,7 @@ async def test_window_news_repeats_only_when_the_state_left_and_came_back(late, 
     news = await events_after(db, brand.id, mark)
     assert [e["type"] for e in news] == ["supply_removed", "eta_changed", "window_at_risk"]
     assert news[2]["data"] == window_news(
-        [("1", "LAMP", "2026-12-01", "2026-12-06")], "2026-11-09T14:00:00+00:00"
+        [("1", "LAMP", "2026-12-01", "2026-12-06")], "2026-11-09T23:59:59+00:00"
     )
 
 
@@ -121,9 +121,9 @@ async def test_an_unshipped_line_expires_after_the_windows_last_day(late, db, br
     news = await events_after(db, brand.id, mark)
     assert by_order(news, "window_expired") == {
         "1001": window_news(
-            [("1", "LAMP", "2026-12-01", "2026-12-06")], "2026-12-09T09:00:00+00:00"
+            [("1", "LAMP", "2026-12-01", "2026-12-06")], "2026-12-09T23:59:59+00:00"
         ),
-        "1002": window_news([("1", "BIKE", "2026-12-01", None)], "2026-12-09T09:00:00+00:00"),
+        "1002": window_news([("1", "BIKE", "2026-12-01", None)], "2026-12-09T23:59:59+00:00"),
     }
     assert len(news) == 2
     assert await versions(db, brand.id) == {n: v + 1 for n, v in before.items()}
@@ -151,7 +151,7 @@ async def test_an_api_change_after_the_window_ends_records_the_expiry(late, db, 
     news = await events_after(db, brand.id, mark)
     assert [e["type"] for e in news] == ["supply_added", "eta_changed", "window_expired"]
     assert news[2]["data"] == window_news(
-        [("1", "LAMP", "2026-12-01", "2026-12-05")], "2026-12-10T08:00:00+00:00"
+        [("1", "LAMP", "2026-12-01", "2026-12-05")], "2026-12-10T23:59:59+00:00"
     )
 
 

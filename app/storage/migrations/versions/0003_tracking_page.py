@@ -65,6 +65,11 @@ def upgrade() -> None:
             batch_op.f("uq_choices_order_line_id_reason"), ["order_line_id", "reason"]
         )
 
+    with op.batch_alter_table("order_lines", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("allocated_at", app.storage.schema.UTCDateTime(timezone=True), nullable=True)
+        )
+
     with op.batch_alter_table("skus", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -77,6 +82,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("order_lines", schema=None) as batch_op:
+        batch_op.drop_column("allocated_at")
+
     with op.batch_alter_table("skus", schema=None) as batch_op:
         batch_op.drop_column("alternatives")
 
