@@ -31,6 +31,7 @@ from app.domain.parcels import shipped_quantities
 from app.services import Services
 from app.storage import etas, parcels
 from app.storage import orders as store
+from app.storage.order_state import OrderState
 from app.storage.schema import checkpoints, customers, order_lines, orders
 
 
@@ -150,9 +151,7 @@ async def order_view(
     )
 
 
-async def _waiting_etas(
-    conn: AsyncConnection, state: store.OrderState
-) -> dict[int, tuple[LineEta, str]]:
+async def _waiting_etas(conn: AsyncConnection, state: OrderState) -> dict[int, tuple[LineEta, str]]:
     """Read the stored ETAs of the order's waiting lines."""
     rows = await conn.execute(
         select(order_lines.c.id, *(order_lines.c[name] for name in etas.ETA_FIELDS)).where(

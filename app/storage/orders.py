@@ -7,91 +7,37 @@ order's version goes up exactly when something changed, and an event says what.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, or_, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.models import CustomerIn, LineIn, OrderIn, ShipmentIn
-from app.api.problems import InvalidFields, NotFound, Problem
-from app.domain.parcels import (
-    TIME_KINDS,
-    UNSHIPPABLE,
-    ParcelIssue,
-    check_parcels,
-    check_times,
-    effective_status,
-    shipped_quantities,
-)
+from app.api.models import OrderIn
+from app.api.problems import InvalidFields, NotFound
+from app.domain.parcels import UNSHIPPABLE, shipped_quantities
 from app.storage import changes as changes_feed
-from app.storage import etas, events
-from app.storage.schema import customers, order_lines, orders, shipment_lines, shipments, skus
+from app.storage import customers, etas, events
+from app.storage.order_state import (
+    LINE_FIELDS,
+    ORDER_FIELDS,
+    SHIPMENT_FIELDS,
+    LineState,
+    OrderState,
+    ShipmentState,
+    payload_locator,
+    queue_skus,
+    settle,
+    wanted_state,
+)
+from app.storage.schema import order_lines, orders, shipment_lines, shipments, skus
 
 UpsertOutcome = Literal["created", "updated", "unchanged"]
 TOKEN_BYTES = 24  # 192 random bits in every tracking link
-
-ORDER_FIELDS = (
-    "customer_id",
-    "placed_at",
-    "currency",
-    "shipping_region",
-    "shipping_city",
-    "shipping_postal_code",
-)
-LINE_FIELDS = (
-    "position",
-    "sku",
-    "title",
-    "image_url",
-    "quantity",
-    "unit_price_minor",
-    "status",
-    "backorder_type",
-    "vendor_date",
-    "allocated_at",
-)
-SHIPMENT_FIELDS = (
-    "carrier",
-    "service",
-    "tracking_number",
-    "tracking_url",
-    "status",
-    "promised_date",
-    "carrier_eta",
-    "shipped_at",
-    "delivered_at",
-)
-
-
-@dataclass
-class LineState:
-    values: dict[str, Any]
-    requested_status: str
-    id: int | None = None
-
-
-@dataclass
-class ShipmentState:
-    values: dict[str, Any]
-    contents: dict[str, int]
-    id: int | None = None
-
-
-@dataclass
-class OrderState:
-    number: str
-    values: dict[str, Any]
-    lines: dict[str, LineState] = field(default_factory=dict)
-    shipments: dict[str, ShipmentState] = field(default_factory=dict)
-    id: int | None = None
-    version: int = 0
-    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,143 +46,6 @@ class Upserted:
     result: UpsertOutcome
     version: int
     token: str
-
-
-# Building states -------------------------------------------------------------------------
-
-
-def line_values(line: LineIn, position: int) -> dict[str, Any]:
-    """Turn a line payload into column values (status is derived later)."""
-    backorder_type = line.backorder_type
-    if line.status == "backordered" and backorder_type is None:
-        backorder_type = "standard"
-    return {
-        "position": position,
-        "sku": line.sku,
-        "title": line.title,
-        "image_url": str(line.image_url) if line.image_url else None,
-        "quantity": line.quantity,
-        "unit_price_minor": line.unit_price,
-        "status": line.status,
-        "backorder_type": backorder_type,
-        "vendor_date": line.vendor_date,
-        "allocated_at": None,
-    }
-
-
-def shipment_values(shipment: ShipmentIn) -> dict[str, Any]:
-    """Turn a parcel payload into column values."""
-    return {
-        "carrier": shipment.carrier,
-        "service": shipment.service,
-        "tracking_number": shipment.tracking_number,
-        "tracking_url": str(shipment.tracking_url) if shipment.tracking_url else None,
-        "status": shipment.status,
-        "promised_date": shipment.promised_date,
-        "carrier_eta": shipment.carrier_eta,
-        "shipped_at": shipment.shipped_at,
-        "delivered_at": shipment.delivered_at,
-    }
-
-
-def wanted_state(current: OrderState | None, payload: OrderIn, customer_id: int) -> OrderState:
-    """Return the state an upsert payload asks for, starting from the stored one (if any)."""
-    state = OrderState(
-        number=payload.number,
-        values={
-            "customer_id": customer_id,
-            "placed_at": payload.placed_at,
-            "currency": payload.currency,
-            "shipping_region": payload.shipping.region,
-            "shipping_city": payload.shipping.city,
-            "shipping_postal_code": payload.shipping.postal_code,
-        },
-    )
-    if current is not None:
-        state.id, state.version, state.token = current.id, current.version, current.token
-        state.shipments = copy.deepcopy(current.shipments)
-    for position, line in enumerate(payload.lines):
-        stored = current.lines.get(line.key) if current else None
-        values, requested = line_values(line, position), line.status
-        allocated = stored.values["allocated_at"] if stored is not None else None
-        if allocated is not None and requested in ("backordered", "in_stock"):
-            # Stock was handed to this line; a brand that still says "backordered" has not
-            # caught up yet, and must not send it back to the end of the queue.
-            values["allocated_at"], values["status"], requested = allocated, "in_stock", "in_stock"
-        state.lines[line.key] = LineState(values, requested, stored.id if stored else None)
-    if current is not None:
-        # Lines the brand no longer sends are cancelled, never deleted: parcels may name them.
-        for ref, stored in current.lines.items():
-            if ref not in state.lines:
-                values = dict(stored.values, status="cancelled", allocated_at=None)
-                state.lines[ref] = LineState(values, "cancelled", stored.id)
-    for shipment in payload.shipments:
-        stored_parcel = state.shipments.get(shipment.ref)
-        state.shipments[shipment.ref] = ShipmentState(
-            shipment_values(shipment),
-            {item.line: item.quantity for item in shipment.lines},
-            stored_parcel.id if stored_parcel else None,
-        )
-    return state
-
-
-def settle(state: OrderState, where: Callable[[ParcelIssue], str]) -> None:
-    """Check the parcels against the lines and derive each line's status; raise on misfits."""
-    issues = check_parcels(
-        {
-            ref: (line.values["quantity"], line.requested_status)
-            for ref, line in state.lines.items()
-        },
-        {ref: parcel.contents for ref, parcel in state.shipments.items()},
-    )
-    unknown = [issue for issue in issues if issue.kind == "unknown_line"]
-    errors = [{"path": where(i), "message": f"no line {i.line!r} in this order"} for i in unknown]
-    errors += [
-        {"path": where(i), "message": i.message}
-        for i in check_times(
-            state.values["placed_at"],
-            {
-                ref: (p.values["shipped_at"], p.values["delivered_at"])
-                for ref, p in state.shipments.items()
-            },
-        )
-    ]
-    if errors:
-        raise InvalidFields(errors)
-    if issues:
-        raise Problem(
-            "Parcels hold more of a line than the order has, or a line that will not ship.",
-            code="quantity-exceeded",
-            status=409,
-            errors=[{"path": where(i), "message": i.message} for i in issues],
-        )
-    shipped = shipped_quantities({ref: p.contents for ref, p in state.shipments.items()})
-    for ref, line in state.lines.items():
-        parcels = [p for p in state.shipments.values() if ref in p.contents]
-        delivered = bool(parcels) and all(p.values["status"] == "delivered" for p in parcels)
-        line.values["status"] = effective_status(
-            line.requested_status, line.values["quantity"], shipped.get(ref, 0), delivered
-        )
-
-
-def payload_locator(payload: OrderIn, prefix: str) -> Callable[[ParcelIssue], str]:
-    """Point a parcel issue at the field of `payload` that caused it."""
-    parcel_index = {s.ref: j for j, s in enumerate(payload.shipments)}
-    line_index = {line.key: i for i, line in enumerate(payload.lines)}
-
-    def where(issue: ParcelIssue) -> str:
-        j = parcel_index.get(issue.parcel)
-        if issue.kind in TIME_KINDS:
-            return f"{prefix}shipments[{j}].{issue.line}" if j is not None else f"{prefix}placed_at"
-        if j is not None:
-            k = next(
-                k for k, item in enumerate(payload.shipments[j].lines) if item.line == issue.line
-            )
-            return f"{prefix}shipments[{j}].lines[{k}].line"
-        i = line_index.get(issue.line)
-        return f"{prefix}lines[{i}]" if i is not None else f"{prefix}lines"
-
-    return where
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -321,124 +130,6 @@ async def load_state(
     if state is None:
         raise NotFound(f"No order {number!r}.")
     return state
-
-
-# Customers -------------------------------------------------------------------------------
-
-_CUSTOMER_FIELDS = (
-    "external_id",
-    "email",
-    "phone",
-    "name",
-    "locale",
-    "timezone",
-    "sms_consent",
-    "email_consent",
-)
-
-
-def _customer_values(customer: CustomerIn) -> dict[str, Any]:
-    given = customer.model_fields_set
-    values: dict[str, Any] = {}
-    mapping = {"id": "external_id"}
-    for name in (
-        "id",
-        "email",
-        "phone",
-        "name",
-        "locale",
-        "timezone",
-        "sms_consent",
-        "email_consent",
-    ):
-        if name in given:
-            value = getattr(customer, name)
-            values[mapping.get(name, name)] = value.lower() if name == "email" and value else value
-    return values
-
-
-async def resolve_customers(
-    conn: AsyncConnection, brand_id: int, payloads: Sequence[CustomerIn], now: dt.datetime
-) -> tuple[list[int], set[int]]:
-    """Find or create each payload's customer; also return the ids of customers it changed.
-
-    Matching: on the brand's customer id when the payload has one, else on email, then phone.
-    Only fields the payload sends are written.
-    """
-    wanted = [_customer_values(c) for c in payloads]
-    ext_ids = {v["external_id"] for v in wanted if v.get("external_id")}
-    emails = {v["email"] for v in wanted if v.get("email")}
-    phones = {v["phone"] for v in wanted if v.get("phone")}
-    conditions = []
-    if ext_ids:
-        conditions.append(customers.c.external_id.in_(ext_ids))
-    if emails:
-        conditions.append(customers.c.email.in_(emails))
-    if phones:
-        conditions.append(customers.c.phone.in_(phones))
-    rows = (
-        await conn.execute(
-            select(customers).where(customers.c.brand_id == brand_id, or_(*conditions))
-        )
-    ).all()
-    index: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def remember(record: dict[str, Any]) -> None:
-        for name in ("external_id", "email", "phone"):
-            if record.get(name):
-                index.setdefault((name, record[name]), record)
-
-    for r in rows:
-        remember({"id": r.id, **{name: getattr(r, name) for name in _CUSTOMER_FIELDS}})
-    chosen: list[dict[str, Any]] = []
-    fresh: list[dict[str, Any]] = []
-    dirty: dict[int, dict[str, Any]] = {}
-    for values in wanted:
-        # The brand's own customer id is decisive; without one, the email, then the phone.
-        keys = ("external_id",) if values.get("external_id") else ("email", "phone")
-        record = next(
-            (
-                index[(name, values[name])]
-                for name in keys
-                if values.get(name) and (name, values[name]) in index
-            ),
-            None,
-        )
-        if record is None:
-            record = {"id": None, "sms_consent": False, "email_consent": True, **values}
-            fresh.append(record)
-        elif any(record.get(name) != value for name, value in values.items()):
-            record.update(values)
-            if record["id"] is not None:
-                dirty[record["id"]] = record
-        remember(record)
-        chosen.append(record)
-    if fresh:
-        inserted = await conn.execute(
-            customers.insert().returning(customers.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "brand_id": brand_id,
-                    **{name: record.get(name) for name in _CUSTOMER_FIELDS},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for record in fresh
-            ],
-        )
-        for record, new_id in zip(fresh, inserted.scalars().all(), strict=True):
-            record["id"] = new_id
-    if dirty:
-        await conn.execute(
-            update(customers)
-            .where(customers.c.id == bindparam("_id"))
-            .values({name: bindparam(name) for name in (*_CUSTOMER_FIELDS, "updated_at")}),
-            [
-                {"_id": cid, **{name: r.get(name) for name in _CUSTOMER_FIELDS}, "updated_at": now}
-                for cid, r in dirty.items()
-            ],
-        )
-    return [record["id"] for record in chosen], set(dirty)
 
 
 # Writing ---------------------------------------------------------------------------------
@@ -676,7 +367,7 @@ async def upsert(
     if errors:
         raise InvalidFields(errors)
     stored = await load_states(conn, brand_id, [p.number for p in payloads], lock=True)
-    customer_ids, changed_customers = await resolve_customers(
+    customer_ids, changed_customers = await customers.resolve(
         conn, brand_id, [p.customer for p in payloads], now
     )
     wanted: list[OrderState] = []
@@ -728,36 +419,6 @@ async def release_allocations(
             .values(on_hand=skus.c.on_hand + count, updated_at=now)
         )
     return set(units)
-
-
-def queue_skus(old: OrderState | None, new: OrderState) -> set[str]:
-    """Return the SKUs whose waiting queues a change from `old` to `new` may have moved."""
-    shipped_new = shipped_quantities({ref: p.contents for ref, p in new.shipments.items()})
-    shipped_old = (
-        shipped_quantities({ref: p.contents for ref, p in old.shipments.items()}) if old else {}
-    )
-    touched: set[str] = set()
-    # The order's date orders it in every queue; its region sets the transit days.
-    order_moved = old is not None and any(
-        old.values[name] != new.values[name] for name in ("placed_at", "shipping_region")
-    )
-    for ref, line in new.lines.items():
-        before = old.lines.get(ref) if old else None
-        waiting = line.values["status"] == "backordered" or (
-            before is not None and before.values["status"] == "backordered"
-        )
-        if not waiting:
-            continue
-        if (
-            order_moved
-            or before is None
-            or before.values != line.values
-            or shipped_old.get(ref, 0) != shipped_new.get(ref, 0)
-        ):
-            touched.add(line.values["sku"])
-            if before is not None:
-                touched.add(before.values["sku"])
-    return touched
 
 
 async def current_versions(conn: AsyncConnection, order_ids: Sequence[int]) -> dict[int, int]:

@@ -13,15 +13,14 @@ from app.api.models import CheckpointIn, ShipmentIn, ShipmentPatch
 from app.api.problems import Conflict, InvalidFields, NotFound
 from app.domain.parcels import CLOCK_SKEW, TIME_KINDS, ParcelIssue
 from app.storage import etas
-from app.storage.orders import (
+from app.storage.order_state import (
     OrderState,
     ShipmentState,
-    load_state,
-    persist,
     queue_skus,
     settle,
     shipment_values,
 )
+from app.storage.orders import load_state, persist
 from app.storage.schema import checkpoints
 
 # A carrier checkpoint moves the parcel to its status, except that a parcel already delivered
