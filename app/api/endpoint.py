@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from app.api import idempotency
 from app.api.keys import Brand, authenticate, touch_key
-from app.api.models import Ref, Sku
+from app.api.models import Ref, Sku, control_character_paths
 from app.api.problems import (
     Conflict,
     InvalidFields,
@@ -124,7 +124,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
     try:
-        return model.model_validate_json(raw)
+        body = model.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):
@@ -134,6 +134,11 @@ def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
         raise InvalidFields(
             [{"path": pydantic_path(error["loc"]), "message": error["msg"]} for error in errors]
         ) from None
+    controls = control_character_paths(raw)
+    if controls:
+        message = "control characters are not allowed"
+        raise InvalidFields([{"path": path, "message": message} for path in controls])
+    return body
 
 
 def _bearer(request: Request) -> str:

@@ -33,10 +33,13 @@ async def offer(
     deadline: dt.datetime,
     default_action: str,
     now: dt.datetime,
-) -> None:
-    """Open a choice per line and reason (once: a repeat offer changes nothing)."""
+) -> set[tuple[int, str]]:
+    """Open a choice per line and reason, once; return the (line id, reason) pairs opened now.
+
+    A repeat offer changes nothing and is not returned, so the news of it is told only once.
+    """
     if not offers:
-        return
+        return set()
     names = sorted({o.sku for o in offers})
     alternatives = {
         row.sku: row.alternatives or []
@@ -46,8 +49,10 @@ async def offer(
             )
         )
     }
-    await conn.execute(
-        insert_ignore(conn, choices, ["order_line_id", "reason"]),
+    opened = await conn.execute(
+        insert_ignore(conn, choices, ["order_line_id", "reason"]).returning(
+            choices.c.order_line_id, choices.c.reason
+        ),
         [
             {
                 "brand_id": brand_id,
@@ -64,6 +69,7 @@ async def offer(
             for o in offers
         ],
     )
+    return {(row.order_line_id, row.reason) for row in opened}
 
 
 async def decide(

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CustomerIn
+from app.storage.dialect import insert_with_ids
 from app.storage.schema import customers
 
 _CUSTOMER_FIELDS = (
@@ -101,8 +102,9 @@ async def resolve(
         remember(record)
         chosen.append(record)
     if fresh:
-        inserted = await conn.execute(
-            customers.insert().returning(customers.c.id, sort_by_parameter_order=True),
+        inserted = await insert_with_ids(
+            conn,
+            customers,
             [
                 {
                     "brand_id": brand_id,
@@ -113,7 +115,7 @@ async def resolve(
                 for record in fresh
             ],
         )
-        for record, new_id in zip(fresh, inserted.scalars().all(), strict=True):
+        for record, new_id in zip(fresh, inserted, strict=True):
             record["id"] = new_id
     if dirty:
         await conn.execute(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Column, Table, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,3 +29,69 @@ def upsert(
     return stmt.on_conflict_do_update(
         index_elements=list(conflict), set_={name: stmt.excluded[name] for name in update}
     )
+
+
+async def insert_with_ids(
+    conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Bulk-insert rows under ids taken up front; return the ids in the rows' order.
+
+    Asking the database for ids in one round trip and inserting with a plain executemany keeps
+    a 1,000-row insert one statement, where INSERT … RETURNING in parameter order would fall
+    back to a statement per row. On SQLite the caller holds the only write lock, so the next
+    ids are simply the ones after the largest; on PostgreSQL they come from the id sequence.
+    """
+    if not rows:
+        return []
+    count = len(rows)
+    if conn.dialect.name == "postgresql":
+        sequence = f"{table.name}_id_seq"
+        result = await conn.execute(
+            text("SELECT nextval(CAST(:seq AS regclass)) FROM generate_series(1, :n)"),
+            {"seq": sequence, "n": count},
+        )
+        ids = [int(value) for value in result.scalars()]
+    else:
+        top = (await conn.execute(select(func.coalesce(func.max(table.c.id), 0)))).scalar_one()
+        ids = list(range(int(top) + 1, int(top) + 1 + count))
+    await conn.execute(
+        table.insert(), [{**row, "id": id_} for row, id_ in zip(rows, ids, strict=True)]
+    )
+    return ids
+
+
+class Params:
+    """Positional parameters for `exec_driver_sql`, in the driver's own style (? or $n)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.numbered = conn.dialect.paramstyle == "numeric_dollar"
+        self.values: list[Any] = []
+
+    def add(self, value: Any, cast: str = "") -> str:
+        """Bind a value; return its placeholder, with a PostgreSQL cast (`::date`) if given."""
+        self.values.append(value)
+        return f"${len(self.values)}{cast}" if self.numbered else "?"
+
+    def any_of(self, column: str, values: Sequence[Any], pg_type: str) -> str:
+        """Return `column` IN the values: one array parameter on PostgreSQL, a list on SQLite."""
+        if self.numbered:
+            return f"{column} = ANY({self.add(list(values), f'::{pg_type}[]')})"
+        return f"{column} IN ({', '.join(self.add(value) for value in values)})"
+
+
+def bind_processor(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """Return the function SQLAlchemy would apply to a Python value bound to `column`."""
+    dialect = conn.dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else _same
+
+
+def result_processor(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """Return the function SQLAlchemy would apply to a driver value read from `column`."""
+    dialect = conn.dialect
+    process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -22,6 +22,7 @@ from app.api.problems import InvalidFields, NotFound
 from app.domain.parcels import UNSHIPPABLE, shipped_quantities
 from app.storage import changes as changes_feed
 from app.storage import customers, etas, events
+from app.storage.dialect import insert_with_ids
 from app.storage.order_state import (
     LINE_FIELDS,
     ORDER_FIELDS,
@@ -144,8 +145,9 @@ async def insert_new(
     for state in states:
         state.token = secrets.token_urlsafe(TOKEN_BYTES)
         state.version = 1
-    result = await conn.execute(
-        orders.insert().returning(orders.c.id, sort_by_parameter_order=True),
+    ids = await insert_with_ids(
+        conn,
+        orders,
         [
             {
                 "brand_id": brand_id,
@@ -159,7 +161,7 @@ async def insert_new(
             for s in states
         ],
     )
-    for state, order_id in zip(states, result.scalars().all(), strict=True):
+    for state, order_id in zip(states, ids, strict=True):
         state.id = order_id
     await _insert_lines(
         conn, brand_id, [(s, ref, line) for s in states for ref, line in s.lines.items()], now
@@ -196,8 +198,9 @@ async def _insert_lines(
 ) -> None:
     if not items:
         return
-    result = await conn.execute(
-        order_lines.insert().returning(order_lines.c.id, sort_by_parameter_order=True),
+    ids = await insert_with_ids(
+        conn,
+        order_lines,
         [
             {
                 "order_id": state.id,
@@ -210,7 +213,7 @@ async def _insert_lines(
             for state, ref, line in items
         ],
     )
-    for (_, _, line), line_id in zip(items, result.scalars().all(), strict=True):
+    for (_, _, line), line_id in zip(items, ids, strict=True):
         line.id = line_id
 
 
@@ -222,8 +225,9 @@ async def _insert_parcels(
 ) -> None:
     if not items:
         return
-    result = await conn.execute(
-        shipments.insert().returning(shipments.c.id, sort_by_parameter_order=True),
+    ids = await insert_with_ids(
+        conn,
+        shipments,
         [
             {
                 "order_id": state.id,
@@ -236,7 +240,7 @@ async def _insert_parcels(
             for state, ref, parcel in items
         ],
     )
-    for (_, _, parcel), parcel_id in zip(items, result.scalars().all(), strict=True):
+    for (_, _, parcel), parcel_id in zip(items, ids, strict=True):
         parcel.id = parcel_id
     await _insert_contents(conn, items)
 
