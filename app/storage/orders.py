@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import OrderIn
@@ -190,17 +190,19 @@ async def insert_new(
     )
 
 
-async def _insert_lines(
+async def _insert_children(
     conn: AsyncConnection,
+    table: Table,
     brand_id: int,
-    items: Sequence[tuple[OrderState, str, LineState]],
+    items: Sequence[tuple[OrderState, str, LineState | ShipmentState]],
     now: dt.datetime,
 ) -> None:
+    """Insert an order's lines or parcels (keyed by ref) and give each state its new id."""
     if not items:
         return
     ids = await insert_with_ids(
         conn,
-        order_lines,
+        table,
         [
             {
                 "order_id": state.id,
@@ -208,13 +210,22 @@ async def _insert_lines(
                 "ref": ref,
                 "created_at": now,
                 "updated_at": now,
-                **line.values,
+                **child.values,
             }
-            for state, ref, line in items
+            for state, ref, child in items
         ],
     )
-    for (_, _, line), line_id in zip(items, ids, strict=True):
-        line.id = line_id
+    for (_, _, child), child_id in zip(items, ids, strict=True):
+        child.id = child_id
+
+
+async def _insert_lines(
+    conn: AsyncConnection,
+    brand_id: int,
+    items: Sequence[tuple[OrderState, str, LineState]],
+    now: dt.datetime,
+) -> None:
+    await _insert_children(conn, order_lines, brand_id, items, now)
 
 
 async def _insert_parcels(
@@ -223,25 +234,7 @@ async def _insert_parcels(
     items: Sequence[tuple[OrderState, str, ShipmentState]],
     now: dt.datetime,
 ) -> None:
-    if not items:
-        return
-    ids = await insert_with_ids(
-        conn,
-        shipments,
-        [
-            {
-                "order_id": state.id,
-                "brand_id": brand_id,
-                "ref": ref,
-                "created_at": now,
-                "updated_at": now,
-                **parcel.values,
-            }
-            for state, ref, parcel in items
-        ],
-    )
-    for (_, _, parcel), parcel_id in zip(items, ids, strict=True):
-        parcel.id = parcel_id
+    await _insert_children(conn, shipments, brand_id, items, now)
     await _insert_contents(conn, items)
 
 

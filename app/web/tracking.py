@@ -162,13 +162,18 @@ async def tracking_page(request: Request) -> Response:
     return HTMLResponse(html, headers=headers)
 
 
+def _unknown_link() -> Response:
+    """The one answer for unknown and malformed tokens outside the HTML page."""
+    response = NotFound("No such tracking link.").response()
+    response.headers.update(plain_headers())
+    return response
+
+
 async def tracking_json(request: Request) -> Response:
     pages = _pages(request)
     meta = await pages.find(request.path_params["token"])
     if meta is None:
-        response = NotFound("No such tracking link.").response()
-        response.headers.update(plain_headers())
-        return response
+        return _unknown_link()
     brand = await pages.brand(meta.brand_id)
     view = await pages.load_view(meta, brand)
     body = {
@@ -207,9 +212,7 @@ async def tracking_events(request: Request) -> Response:
     pages = _pages(request)
     meta = await pages.find(request.path_params["token"])
     if meta is None:
-        response = NotFound("No such tracking link.").response()
-        response.headers.update(plain_headers())
-        return response
+        return _unknown_link()
     brand = await pages.brand(meta.brand_id)
     locale = _locale(request, meta, brand)
     raw_last = request.headers.get("last-event-id") or request.query_params.get("v") or "0"
