@@ -160,3 +160,24 @@ async def test_the_same_new_order_sent_twice_at_once_is_created_once(client, bra
             )
         ).scalar_one()
     assert created == 1
+
+
+async def test_two_batches_naming_the_same_new_customers_create_each_once(client, brand, db):
+    from app.storage.schema import customers
+
+    def batch(prefix):
+        orders = []
+        for n in range(20):
+            order = order_payload(f"{prefix}-{n}")
+            order["customer"] = {"id": f"C{n}", "email": f"c{n}@example.com"}
+            orders.append(order)
+        # Opposite orders in the two batches, the way deadlocks happen.
+        return {"orders": orders if prefix == "A" else orders[::-1]}
+
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/orders/batch", json=batch(p), headers=brand.headers) for p in "AB")
+    )
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    async with db.read() as conn:
+        count = (await conn.execute(select(func.count()).select_from(customers))).scalar_one()
+    assert count == 20

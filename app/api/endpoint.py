@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
@@ -257,10 +257,16 @@ async def _run(endpoint: Endpoint, request: Request, services: Services) -> Resp
             if key is not None:
                 await idempotency.store(conn, match.brand.id, key, status, text)
         return _response(status, text, reply.headers)
-    except IntegrityError as exc:
-        # A constraint the handler did not foresee (usually a concurrent writer): nothing was kept.
+    except DBAPIError as exc:
+        # Deadlocks and serialization failures on PostgreSQL: nothing was kept; a retry works.
+        if getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001") and not isinstance(
+            exc, IntegrityError
+        ):
+            raise
+        # A constraint the handler did not foresee (usually a concurrent writer), a deadlock or
+        # a serialization failure: the transaction rolled back, nothing was kept.
         log.warning(
-            "integrity error on %s %s: %s", endpoint.method, endpoint.path, type(exc.orig).__name__
+            "write conflict on %s %s: %s", endpoint.method, endpoint.path, type(exc.orig).__name__
         )
         raise Conflict(
             "The change conflicts with data written at the same time; retry it."

@@ -46,6 +46,7 @@ def _e164(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=4096)
 def _locale(value: str) -> str:
     try:
         Locale.parse(value.replace("-", "_"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.domain import choices as machine
 from app.domain.choices import ChoiceError
 from app.storage import changes, etas, events
-from app.storage.dialect import insert_ignore
+from app.storage.dialect import bind_processor
 from app.storage.schema import choices, order_lines, orders, skus
 
 __all__ = ["ChoiceError", "Offer", "decide", "offer"]
@@ -37,39 +38,62 @@ async def offer(
     """Open a choice per line and reason, once; return the (line id, reason) pairs opened now.
 
     A repeat offer changes nothing and is not returned, so the news of it is told only once.
+    A night's run can open hundreds of thousands, so rows go in with the driver's own SQL, a
+    chunk per statement, each value converted by SQLAlchemy's processors once.
     """
     if not offers:
         return set()
     names = sorted({o.sku for o in offers})
+    to_json = bind_processor(conn, choices.c.alternatives)
     alternatives = {
-        row.sku: row.alternatives or []
+        row.sku: to_json(row.alternatives or [])
         for row in await conn.execute(
             select(skus.c.sku, skus.c.alternatives).where(
                 skus.c.brand_id == brand_id, skus.c.sku.in_(names)
             )
         )
     }
-    opened = await conn.execute(
-        insert_ignore(conn, choices, ["order_line_id", "reason"]).returning(
-            choices.c.order_line_id, choices.c.reason
-        ),
-        [
-            {
-                "brand_id": brand_id,
-                "order_id": o.order_id,
-                "order_line_id": o.line_id,
-                "reason": o.reason,
-                "state": "open",
-                "alternatives": alternatives.get(o.sku, []),
-                "deadline": deadline,
-                "default_action": default_action,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for o in offers
-        ],
-    )
-    return {(row.order_line_id, row.reason) for row in opened}
+    none = to_json([])
+    stamp = bind_processor(conn, choices.c.created_at)
+    fixed = (brand_id, stamp(deadline), default_action, stamp(now))
+    opened: set[tuple[int, str]] = set()
+    for start in range(0, len(offers), _OFFER_CHUNK):
+        rows = [
+            (o.order_id, o.line_id, o.reason, alternatives.get(o.sku, none))
+            for o in offers[start : start + _OFFER_CHUNK]
+        ]
+        if conn.dialect.name == "postgresql":
+            sql, params = _OFFER_PG, (*fixed, *(list(c) for c in zip(*rows, strict=True)))
+        else:
+            values = ", ".join(["(?, ?, ?, ?, ?, 'open', ?, ?, ?, ?)"] * len(rows))
+            sql = _OFFER_SQLITE.format(values=values)
+            brand, due, action, created = fixed
+            params = tuple(
+                value
+                for order_id, line_id, reason, alts in rows
+                for value in (brand, order_id, line_id, reason, alts, due, action, created, created)
+            )
+        result: Iterable[Sequence[Any]] = await conn.exec_driver_sql(sql, params)
+        opened.update((row[0], row[1]) for row in result)
+    return opened
+
+
+_OFFER_CHUNK = 2_000  # 9 values a row: within SQLite's 32,766 parameters per statement
+_OFFER_COLUMNS = (
+    "brand_id, order_id, order_line_id, reason, alternatives, state,"
+    " deadline, default_action, created_at, updated_at"
+)
+_OFFER_SQLITE = (
+    f"INSERT INTO choices ({_OFFER_COLUMNS}) VALUES {{values}}"  # noqa: S608
+    " ON CONFLICT (order_line_id, reason) DO NOTHING RETURNING order_line_id, reason"
+)
+_OFFER_PG = (
+    f"INSERT INTO choices ({_OFFER_COLUMNS})"  # noqa: S608
+    " SELECT $1, v.order_id, v.line_id, v.reason, v.alternatives::jsonb, 'open', $2, $3, $4, $4"
+    " FROM unnest($5::bigint[], $6::bigint[], $7::text[], $8::text[])"
+    " AS v(order_id, line_id, reason, alternatives)"
+    " ON CONFLICT (order_line_id, reason) DO NOTHING RETURNING order_line_id, reason"
+)
 
 
 async def decide(

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import CustomerIn
-from app.storage.dialect import insert_with_ids
+from app.storage.dialect import insert_with_ids, lock_keys
 from app.storage.schema import customers
 
 _CUSTOMER_FIELDS = (
@@ -57,6 +57,15 @@ async def resolve(
     ext_ids = {v["external_id"] for v in wanted if v.get("external_id")}
     emails = {v["email"] for v in wanted if v.get("email")}
     phones = {v["phone"] for v in wanted if v.get("phone")}
+    # Two requests naming the same new customer must not both create it (taken after the
+    # order locks, in sorted order, so writers cannot deadlock).
+    await lock_keys(
+        conn,
+        brand_id,
+        [f"customer:id:{v}" for v in ext_ids]
+        + [f"customer:email:{v}" for v in emails]
+        + [f"customer:phone:{v}" for v in phones],
+    )
     conditions = []
     if ext_ids:
         conditions.append(customers.c.external_id.in_(ext_ids))

@@ -95,3 +95,21 @@ def result_processor(conn: AsyncConnection, column: Column[Any]) -> Callable[[An
 
 def _same(value: Any) -> Any:
     return value
+
+
+async def lock_keys(conn: AsyncConnection, brand_id: int, keys: Sequence[str]) -> None:
+    """Serialise writers of the same keys (order numbers, customer ids) until commit.
+
+    SQLite already runs one writer at a time. On PostgreSQL a transaction-scoped advisory lock
+    per (brand, key), taken in sorted order so two writers cannot deadlock, also covers keys that
+    do not exist yet, so two requests creating the same row do not race.
+    """
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    await conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(CAST(:brand AS integer), hashtext(k))"
+            " FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"
+        ),
+        {"brand": brand_id, "keys": sorted(set(keys))},
+    )

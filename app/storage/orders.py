@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Table, bindparam, delete, select, text, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.models import OrderIn
@@ -22,7 +22,7 @@ from app.api.problems import InvalidFields, NotFound
 from app.domain.parcels import UNSHIPPABLE, shipped_quantities
 from app.storage import changes as changes_feed
 from app.storage import customers, etas, events
-from app.storage.dialect import insert_with_ids
+from app.storage.dialect import insert_with_ids, lock_keys
 from app.storage.order_state import (
     LINE_FIELDS,
     ORDER_FIELDS,
@@ -52,24 +52,6 @@ class Upserted:
 # Loading ---------------------------------------------------------------------------------
 
 
-async def lock_orders(conn: AsyncConnection, brand_id: int, numbers: Sequence[str]) -> None:
-    """Serialise writers of the same order numbers until the transaction ends.
-
-    SQLite already runs one writer at a time. On PostgreSQL a transaction-scoped advisory lock per
-    (brand, number), taken in sorted order so two batches cannot deadlock, also covers numbers
-    that do not exist yet, so two requests creating one order do not race.
-    """
-    if conn.dialect.name != "postgresql" or not numbers:
-        return
-    await conn.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(CAST(:brand AS integer), hashtext(n))"
-            " FROM unnest(CAST(:numbers AS text[])) AS n ORDER BY n"
-        ),
-        {"brand": brand_id, "numbers": sorted(set(numbers))},
-    )
-
-
 async def load_states(
     conn: AsyncConnection, brand_id: int, numbers: Sequence[str], *, lock: bool = False
 ) -> dict[str, OrderState]:
@@ -77,7 +59,7 @@ async def load_states(
     if not numbers:
         return {}
     if lock:
-        await lock_orders(conn, brand_id, numbers)
+        await lock_keys(conn, brand_id, [f"order:{number}" for number in numbers])
     rows = (
         await conn.execute(
             select(orders).where(orders.c.brand_id == brand_id, orders.c.number.in_(numbers))
