@@ -11,7 +11,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def parse_accept_language(header: str | None) -> list[str]:
     return [tag for _, _, tag in sorted(ranked)]
 
 
+@lru_cache(maxsize=2048)
 def negotiate(
     query: str | None, customer: str | None, accept_language: str | None, brand_default: str
 ) -> str:

@@ -89,12 +89,13 @@ def create_app(
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    # Shopper pages first: they take most requests, and no API path looks like them.
     routes: list[BaseRoute] = [
+        *web_routes(),
         Route(PREFIX + "/openapi.json", openapi_document, methods=["GET"]),
         *api_routes(ENDPOINTS, PREFIX),
         Route("/problems/{code}", problem_page, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
-        *web_routes(),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -31,6 +31,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -327,10 +328,13 @@ async def recompute(
     # The end of the brand's day, `choice_deadline_days` from today: a date a shopper can read.
     last_day = today + dt.timedelta(days=rules.choice_deadline_days)
     deadline = dt.datetime.combine(last_day, dt.time(23, 59, 59), rules.timezone).astimezone(dt.UTC)
-    offers = [
-        choice_store.Offer(line.order_id, line.line_id, line.sku, state.value)
-        for line, state in entered
-    ]
+    offers = sorted(
+        (
+            choice_store.Offer(line.order_id, line.line_id, line.sku, state.value)
+            for line, state in entered
+        ),
+        key=attrgetter("line_id"),
+    )
     opened = await choice_store.offer(conn, brand_id, offers, deadline, rules.default_action, now)
     window_news: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for line, state in entered:
@@ -362,8 +366,10 @@ async def recompute(
                 },
             )
         )
+    updates.sort(key=_last)
     await _write_etas(conn, updates)
     await _bump(conn, changed_orders, now)
+    new_events.sort(key=attrgetter("order_id"))
     await _record(conn, brand_id, new_events, now)
     summary.changed_lines = len(updates)
     summary.events += len(new_events)
@@ -689,3 +695,7 @@ async def recompute_brand(
         for name in ("lines", "changed_lines", "served_lines", "events", "orders_bumped"):
             setattr(total, name, getattr(total, name) + getattr(part, name))
     return total
+
+
+def _last(row: tuple[Any, ...]) -> Any:
+    return row[-1]

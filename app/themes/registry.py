@@ -162,6 +162,8 @@ def environment(theme: Theme) -> Environment:
         extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship with the code: no need to look at the files on every render.
+        auto_reload=False,
     )
     env.policies["ext.i18n.trimmed"] = True
     # Newstyle gettext: templates pass variables to _() and the translation is formatted with

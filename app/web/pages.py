@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import zoneinfo
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -239,7 +239,7 @@ class Pages:
         locale: str,
         today: dt.date,
         urls: Mapping[str, str],
-        csrf: str,
+        csrf: Callable[[], str],
     ) -> Rendered:
         """Return the rendered page and its live-updated section, from cache when current."""
         key = (meta.order_id, meta.version, locale, brand.theme_key, today)
@@ -253,7 +253,7 @@ class Pages:
             "view": view,
             "fmt": self.formatter(brand, locale),
             "today": today,
-            "csrf": csrf,
+            "csrf": csrf(),
         }
         rendered = Rendered(
             page=self.render(brand, "page/tracking.html", context),

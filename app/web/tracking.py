@@ -152,9 +152,14 @@ async def tracking_page(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    csrf = _signer(request).token("choice:" + meta.token)
+    signer = _signer(request)
     rendered = await pages.tracking(
-        meta, brand, locale, today, _urls(brand, meta.token, locale), csrf
+        meta,
+        brand,
+        locale,
+        today,
+        _urls(brand, meta.token, locale),
+        lambda: signer.token("choice:" + meta.token),
     )
     html = rendered.page.replace(NONCE_PLACEHOLDER, nonce)
     # The render may have found a newer version than the cached meta knew.
@@ -238,7 +243,7 @@ async def tracking_events(request: Request) -> Response:
                             locale,
                             today,
                             _urls(current_brand, meta.token, locale),
-                            signer.token("choice:" + meta.token),
+                            lambda: signer.token("choice:" + meta.token),
                         )
                         last = meta.version
                         payload = json.dumps({"version": last, "html": rendered.fragment})
