@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy import select
@@ -23,8 +24,6 @@ from app.storage.schema import brands
 
 def _database(settings: Settings) -> Database:
     if settings.database_url.startswith("sqlite:///"):
-        from pathlib import Path
-
         path = settings.database_url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

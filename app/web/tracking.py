@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -197,9 +199,6 @@ async def tracking_json(request: Request) -> Response:
 
 def _jsonable(value: object) -> object:
     """Turn the page's view (dataclasses, dates) into JSON-ready data."""
-    import dataclasses
-    import datetime as dt
-
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         for name in ("within_promise", "together", "moving", "trouble", "open"):
