@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,8 +18,9 @@ from app.storage.schema import choices, order_lines, orders, skus
 __all__ = ["ChoiceError", "Offer", "decide", "offer"]
 
 
-@dataclass(frozen=True)
-class Offer:
+class Offer(NamedTuple):
+    """A choice to open: the line, its order and SKU, and why (at_risk | expired)."""
+
     order_id: int
     line_id: int
     sku: str
@@ -45,22 +45,23 @@ async def offer(
         return set()
     names = sorted({o.sku for o in offers})
     to_json = bind_processor(conn, choices.c.alternatives)
-    alternatives = {
-        row.sku: to_json(row.alternatives or [])
-        for row in await conn.execute(
+    alternatives: dict[str, Any] = {}
+    for start in range(0, len(names), _SKU_CHUNK):
+        found = await conn.execute(
             select(skus.c.sku, skus.c.alternatives).where(
-                skus.c.brand_id == brand_id, skus.c.sku.in_(names)
+                skus.c.brand_id == brand_id, skus.c.sku.in_(names[start : start + _SKU_CHUNK])
             )
         )
-    }
+        alternatives.update((row.sku, to_json(row.alternatives or [])) for row in found)
     none = to_json([])
     stamp = bind_processor(conn, choices.c.created_at)
     fixed = (brand_id, stamp(deadline), default_action, stamp(now))
     opened: set[tuple[int, str]] = set()
-    for start in range(0, len(offers), _OFFER_CHUNK):
+    chunk = _OFFER_CHUNK_PG if conn.dialect.name == "postgresql" else _OFFER_CHUNK_SQLITE
+    for start in range(0, len(offers), chunk):
         rows = [
             (o.order_id, o.line_id, o.reason, alternatives.get(o.sku, none))
-            for o in offers[start : start + _OFFER_CHUNK]
+            for o in offers[start : start + chunk]
         ]
         if conn.dialect.name == "postgresql":
             sql, params = _OFFER_PG, (*fixed, *(list(c) for c in zip(*rows, strict=True)))
@@ -78,7 +79,9 @@ async def offer(
     return opened
 
 
-_OFFER_CHUNK = 2_000  # 9 values a row: within SQLite's 32,766 parameters per statement
+_SKU_CHUNK = 5_000  # names per IN list
+_OFFER_CHUNK_SQLITE = 2_000  # 9 values a row: within SQLite's 32,766 parameters per statement
+_OFFER_CHUNK_PG = 50_000  # four arrays, whatever their length
 _OFFER_COLUMNS = (
     "brand_id, order_id, order_line_id, reason, alternatives, state,"
     " deadline, default_action, created_at, updated_at"
