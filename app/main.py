@@ -26,6 +26,7 @@ from app.storage.database import Database, async_url
 from app.storage.migrate import migrate
 from app.web.pages import Pages
 from app.web.security import Signer
+from app.web import devinbox, hooks, sms
 from app.web.tracking import routes as web_routes
 
 log = logging.getLogger("whereabouts")
@@ -92,6 +93,9 @@ def create_app(
     # Shopper pages first: they take most requests, and no API path looks like them.
     routes: list[BaseRoute] = [
         *web_routes(),
+        *hooks.routes(),
+        *sms.routes(),
+        *devinbox.routes(),
         Route(PREFIX + "/openapi.json", openapi_document, methods=["GET"]),
         *api_routes(ENDPOINTS, PREFIX),
         Route("/problems/{code}", problem_page, methods=["GET"]),

@@ -149,6 +149,120 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "EMAIL_PROVIDER",
+        "email_provider",
+        "auto",
+        "Who sends email: `sendgrid`, `dev` (the built-in dev inbox at `/dev/inbox`), or `auto` "
+        "(SendGrid when `SENDGRID_API_KEY` is set, else the dev inbox).",
+        lambda raw: _choice(raw, {"auto", "sendgrid", "dev"}),
+    ),
+    Setting(
+        "SMS_PROVIDER",
+        "sms_provider",
+        "auto",
+        "Who sends SMS: `twilio`, `dev`, or `auto` (Twilio when `TWILIO_ACCOUNT_SID` is set, "
+        "else the dev inbox).",
+        lambda raw: _choice(raw, {"auto", "twilio", "dev"}),
+    ),
+    Setting("SENDGRID_API_KEY", "sendgrid_api_key", "", "SendGrid API key for mail send."),
+    Setting(
+        "SENDGRID_BASE_URL",
+        "sendgrid_base_url",
+        "https://api.sendgrid.com",
+        "SendGrid API address (tests aim it at a local server).",
+        _url,
+    ),
+    Setting(
+        "SENDGRID_WEBHOOK_PUBLIC_KEY",
+        "sendgrid_webhook_public_key",
+        "",
+        "The event webhook's verification key (base64 ECDSA public key from SendGrid); "
+        "without it the event webhook answers 403 to everything.",
+    ),
+    Setting(
+        "EMAIL_FROM",
+        "email_from",
+        "updates@whereabouts.localhost",
+        "Sender address for email when the brand has not set its own `email_from`.",
+    ),
+    Setting("TWILIO_ACCOUNT_SID", "twilio_account_sid", "", "Twilio account SID."),
+    Setting(
+        "TWILIO_AUTH_TOKEN",
+        "twilio_auth_token",
+        "",
+        "Twilio auth token: authenticates sends and verifies `X-Twilio-Signature` on callbacks "
+        "and replies.",
+    ),
+    Setting(
+        "TWILIO_BASE_URL",
+        "twilio_base_url",
+        "https://api.twilio.com",
+        "Twilio API address (tests aim it at a local server).",
+        _url,
+    ),
+    Setting(
+        "TWILIO_FROM",
+        "twilio_from",
+        "",
+        "Sender number (E.164) when the brand has not set its own `sms_from`.",
+    ),
+    Setting(
+        "TWILIO_MESSAGING_SERVICE_SID",
+        "twilio_messaging_service_sid",
+        "",
+        "A Messaging Service SID (`MG…`) to send through instead of a From number.",
+    ),
+    Setting(
+        "RUN_WORKER",
+        "run_worker",
+        "false",
+        "Run the message dispatcher inside `whereabouts serve` (the demo does); otherwise run "
+        "`whereabouts worker` processes.",
+        _bool,
+    ),
+    Setting(
+        "WORKER_BATCH",
+        "worker_batch",
+        "200",
+        "Messages a worker claims at a time.",
+        _positive_int,
+    ),
+    Setting(
+        "WORKER_CONCURRENCY",
+        "worker_concurrency",
+        "32",
+        "Sends a worker keeps in flight at once.",
+        _positive_int,
+    ),
+    Setting(
+        "WORKER_LEASE_SECONDS",
+        "worker_lease_seconds",
+        "120",
+        "How long a claim lasts; a worker that dies returns its unsent messages after this.",
+        _positive_int,
+    ),
+    Setting(
+        "WORKER_POLL_SECONDS",
+        "worker_poll_seconds",
+        "0.5",
+        "How often an idle worker looks for due messages.",
+        lambda raw: _positive_float(raw),
+    ),
+    Setting(
+        "SEND_TIMEOUT_SECONDS",
+        "send_timeout_seconds",
+        "15",
+        "How long one provider request may take.",
+        lambda raw: _positive_float(raw),
+    ),
+    Setting(
+        "MAX_SEND_ATTEMPTS",
+        "max_send_attempts",
+        "8",
+        "Attempts at an email or SMS before it is marked failed (webhooks retry for 24 hours).",
+        _positive_int,
+    ),
+    Setting(
         "LOG_LEVEL",
         "log_level",
         "info",
@@ -181,6 +295,24 @@ class Settings:
     idempotency_ttl_hours: int
     sqlite_busy_timeout_ms: int
     db_pool_size: int
+    email_provider: str
+    sms_provider: str
+    sendgrid_api_key: str
+    sendgrid_base_url: str
+    sendgrid_webhook_public_key: str
+    email_from: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_base_url: str
+    twilio_from: str
+    twilio_messaging_service_sid: str
+    run_worker: bool
+    worker_batch: int
+    worker_concurrency: int
+    worker_lease_seconds: int
+    worker_poll_seconds: float
+    send_timeout_seconds: float
+    max_send_attempts: int
     log_level: str
 
     @classmethod

@@ -120,6 +120,14 @@ brands = Table(
     Column("frame_ancestors", Json, nullable=False, server_default=text("'[]'")),
     Column("asset_origins", Json, nullable=False, server_default=text("'[]'")),
     Column("theme_version", Integer, nullable=False, server_default="1"),
+    # Messages: which triggers go out on which channels (in order of preference), whether
+    # every reachable channel or only the first gets each, coalescing and a daily cap.
+    Column("message_triggers", Json, nullable=False, server_default=text("'{}'")),
+    Column("message_fanout", String(8), nullable=False, server_default="all"),
+    Column("coalesce_minutes", Integer, nullable=False, server_default="10"),
+    Column("messages_per_order_per_day", Integer, nullable=False, server_default="4"),
+    Column("email_from", String(320)),
+    Column("sms_from", String(34)),
     *_timestamps(),
     CheckConstraint("choice_default_action IN ('keep', 'cancel')", name="default_action"),
     CheckConstraint("fulfillment_window_days > 0", name="window_positive"),
@@ -382,6 +390,8 @@ choices = Table(
     Column("alternative_sku", String(64)),
     Column("decided_at", UTCDateTime()),
     Column("decided_via", String(8)),  # page | sms | default
+    # Named in SMS when one number has choices open on several orders ("2 A7").
+    Column("short_ref", String(8)),
     *_timestamps(),
     Index(None, "order_id"),
     Index(None, "state", "deadline"),
@@ -418,4 +428,166 @@ lookup_attempts = Table(
     Column("key", String(200), primary_key=True),
     Column("window_start", UTCDateTime(), nullable=False),
     Column("attempts", Integer, nullable=False),
+)
+
+# --- Messaging: the outbox, what each message tells, delivery statuses, consent ---------------
+
+CHANNELS = ("email", "sms", "webhook")
+MESSAGE_STATES = (
+    "queued",  # waiting for its due time (coalescing, quiet hours, caps, a retry's backoff)
+    "sending",  # the request may have left: never sent again without a provider's word
+    "sent",  # the provider accepted it
+    "delivered",
+    "undelivered",
+    "failed",  # a permanent error, or retries ran out; the reason is kept
+    "bounced",
+    "suppressed",  # no consent, opted out or suppressed: no provider call was made
+    "unknown",  # the process died (or the reply was lost) after the request left
+    "dropped",  # every piece of news it carried was superseded before it went out
+)
+
+# The durable outbox: one row per message to one address (a shopper's email or phone, or a
+# brand's webhook endpoint). Written in the transaction that records the news it carries.
+messages = Table(
+    "messages",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE")),
+    Column("endpoint_id", Id, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")),
+    Column("channel", String(8), nullable=False),
+    Column("address", String(2048), nullable=False),  # email, E.164 number or webhook URL
+    Column("locale", String(35), nullable=False, server_default="en"),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("state", String(12), nullable=False, server_default="queued"),
+    # Set while a queued message still takes more news ("order:channel"); cleared once claimed.
+    Column("open_key", String(64), unique=True),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(64)),
+    Column("lease_until", UTCDateTime()),
+    Column("provider", String(16)),
+    Column("provider_id", String(128)),
+    Column("error_code", String(32)),
+    Column("error_detail", String(500)),
+    # What went out, as rendered (subject, text, html, sms body and segments; a webhook's body).
+    Column("content", Json),
+    Column("sent_at", UTCDateTime()),
+    Column("status_at", UTCDateTime()),
+    *_timestamps(),
+    Index(None, "state", "due_at"),
+    Index(None, "brand_id", "state", "id"),
+    Index(None, "order_id", "channel"),
+    Index(None, "provider", "provider_id"),
+    CheckConstraint("channel IN (" + ", ".join(f"'{c}'" for c in CHANNELS) + ")", name="channel"),
+    CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in MESSAGE_STATES) + ")", name="state"),
+)
+
+# Each piece of news a message carries. The key (order, trigger, subject, content version and
+# channel, hashed) is unique per brand, so a replayed or duplicated event never sends twice.
+message_news = Table(
+    "message_news",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE")),
+    Column("trigger", String(32), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("brand_id", "key"),
+    Index(None, "message_id"),
+)
+
+# Status reports from providers (callbacks, event webhooks), deduplicated on their own ids.
+message_statuses = Table(
+    "message_statuses",
+    metadata,
+    _id(),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE")),
+    Column("source", String(16), nullable=False),  # twilio | sendgrid
+    Column("external_id", String(200), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("source", "external_id"),
+    Index(None, "message_id"),
+)
+
+# Addresses that must not be written to: SMS opt-outs (per brand and number), email bounces,
+# spam reports and unsubscribes. `topic` is "all", or one optional kind of mail ("eta_updates").
+suppressions = Table(
+    "suppressions",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("channel", String(8), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("topic", String(32), nullable=False, server_default="all"),
+    Column("reason", String(32), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("brand_id", "channel", "address", "topic"),
+)
+
+# A brand's own wording for a message part ("eta_changed.sms.text"), rendered sandboxed.
+message_templates = Table(
+    "message_templates",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("name", String(100), nullable=False),
+    Column("source", Text, nullable=False),
+    *_timestamps(),
+    UniqueConstraint("brand_id", "name"),
+)
+
+# Endpoints a brand registered for signed webhooks. Signing secrets must be read to sign, so
+# they are stored as issued (shown to the brand once, at creation and rotation);
+# after a rotation the previous one keeps signing (alongside) until `previous_secret_until`.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("url", String(2048), nullable=False),
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("events", Json, nullable=False),
+    Column("secret", String(400), nullable=False),
+    Column("previous_secret", String(400)),
+    Column("previous_secret_until", UTCDateTime()),
+    Column("disabled_at", UTCDateTime()),
+    *_timestamps(),
+    Index(None, "brand_id"),
+)
+
+# SMS replies as received (deduplicated on the provider's id) and what we made of them.
+inbound_sms = Table(
+    "inbound_sms",
+    metadata,
+    _id(),
+    Column("brand_id", Id, ForeignKey("brands.id", ondelete="CASCADE")),
+    Column("provider_id", String(64), nullable=False, unique=True),
+    Column("from_number", String(16), nullable=False),
+    Column("to_number", String(34), nullable=False),
+    Column("body", String(1600), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("reply", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Where an SMS conversation with one number stands, per brand: the question we asked last
+# (which order? which alternative?) and how many replies in a row we could not read.
+sms_conversations = Table(
+    "sms_conversations",
+    metadata,
+    _id(),
+    _brand_id(),
+    Column("phone", String(16), nullable=False),
+    Column("pending", Json, nullable=False, server_default=text("'{}'")),
+    Column("unclear", Integer, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("brand_id", "phone"),
 )
