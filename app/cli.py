@@ -99,6 +99,17 @@ async def _eta_recompute(settings: Settings, args: argparse.Namespace) -> None:
         await db.close()
 
 
+async def _worker(settings: Settings) -> None:
+    from messaging.worker import run_worker  # TEMP until providers/render land
+
+    await _migrate(settings)
+    db = _database(settings)
+    try:
+        await run_worker(settings, db)
+    finally:
+        await db.close()
+
+
 def serve(settings: Settings, *, migrate_first: bool = True) -> None:
     """Run the service under uvicorn (migrating first unless told not to)."""
     if migrate_first:
@@ -151,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recompute.add_argument("--brand", help="only this brand's slug")
 
+    sub.add_parser("worker", help="send queued messages (email, SMS, brand webhooks)")
     demo = sub.add_parser(
         "demo", help="fresh demo database, an API key and tracking links, then serve"
     )
@@ -183,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_apikey_revoke(settings, args))
         elif args.command == "eta":
             asyncio.run(_eta_recompute(settings, args))
+        elif args.command == "worker":
+            asyncio.run(_worker(settings))
         elif args.command == "demo":
             from app.demo import run_demo
 

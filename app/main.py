@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
@@ -24,9 +25,9 @@ from app.settings import Settings
 from app.storage import changes
 from app.storage.database import Database, async_url
 from app.storage.migrate import migrate
+from app.web import devinbox, hooks, sms
 from app.web.pages import Pages
 from app.web.security import Signer
-from app.web import devinbox, hooks, sms
 from app.web.tracking import routes as web_routes
 
 log = logging.getLogger("whereabouts")
@@ -36,6 +37,7 @@ class State(TypedDict):
     services: Services
     pages: Pages
     signer: Signer
+    link_secret: str
 
 
 def _asyncpg_dsn(settings: Settings) -> str:
@@ -59,6 +61,10 @@ def create_app(
         )
         stop = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
+        sender: asyncio.Task[None] | None = None
+        dispatcher: Any = None
+        # One secret for form tokens and message links, shared with the in-process worker.
+        link_secret = settings.secret_key or secrets.token_hex(32)
         try:
             if migrate_on_start:
                 await migrate(db)
@@ -71,11 +77,25 @@ def create_app(
             else:
                 watch = changes.watch_postgres(_asyncpg_dsn(settings), services.hub, stop)
             watcher = asyncio.create_task(watch)
-            yield {"services": services, "pages": pages, "signer": Signer(settings.secret_key)}
+            if settings.run_worker:
+                from messaging.dispatch import Dispatcher  # TEMP until providers/render land
+
+                dispatcher = Dispatcher(db, settings, clock, link_secret=link_secret)
+                sender = asyncio.create_task(dispatcher.run(stop))
+            yield {
+                "services": services,
+                "pages": pages,
+                "signer": Signer(link_secret),
+                "link_secret": link_secret,
+            }
         finally:
             stop.set()
             if watcher is not None:
                 await watcher
+            if sender is not None and dispatcher is not None:
+                await sender
+                await dispatcher.release()
+                await dispatcher.aclose()
             await db.close()
 
     async def openapi_document(request: Request) -> Response:

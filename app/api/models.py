@@ -391,6 +391,34 @@ TransitRange = Annotated[
 ]
 
 
+Channel = Literal["email", "sms"]
+TriggerName = Literal[
+    "backordered",
+    "partial_shipment",
+    "shipment_delayed",
+    "eta_changed",
+    "items_ready",
+    "window_at_risk",
+    "window_expired",
+    "choice_confirmed",
+    "shipment_exception",
+]
+MessageTriggers = Annotated[
+    dict[TriggerName, Annotated[list[Channel], Field(max_length=2)]],
+    Field(
+        description="Channels per trigger in order of preference (an empty list turns the "
+        "trigger off; a trigger left out goes to email and SMS)"
+    ),
+]
+SmsSender = Annotated[
+    str,
+    Field(
+        pattern=r"^(\+[1-9][0-9]{6,14}|MG[0-9a-f]{32})$",
+        description="An E.164 number or a Twilio Messaging Service SID (MG…)",
+    ),
+]
+
+
 class BrandSettings(BaseModel):
     """A brand's settings; the same fields serve as response and, all optional, as PATCH body."""
 
@@ -423,6 +451,19 @@ class BrandSettings(BaseModel):
     )
     asset_origins: Origins = Field(description="Origins custom CSS may load images and fonts from")
     frame_ancestors: Origins = Field(description="Sites allowed to embed the tracking page")
+    message_triggers: MessageTriggers
+    message_fanout: Literal["all", "first"] = Field(
+        description="Send each trigger on every listed channel the shopper can receive, or only "
+        "on the first"
+    )
+    coalesce_minutes: Annotated[int, Field(ge=0, le=1440)] = Field(
+        description="News for one order and channel within this many minutes goes out as one"
+    )
+    messages_per_order_per_day: Annotated[int, Field(ge=1, le=50)] = Field(
+        description="At most this many messages per order, channel and day; more waits a day"
+    )
+    email_from: Annotated[Email | None, Field(max_length=320)]
+    sms_from: SmsSender | None
 
 
 class BrandOut(BrandSettings):
@@ -464,6 +505,12 @@ class BrandPatch(Payload):
     custom_css: Annotated[str | None, Field(max_length=60_000)] = None
     asset_origins: Origins | None = None
     frame_ancestors: Origins | None = None
+    message_triggers: MessageTriggers | None = None
+    message_fanout: Literal["all", "first"] | None = None
+    coalesce_minutes: Annotated[int | None, Field(ge=0, le=1440)] = None
+    messages_per_order_per_day: Annotated[int | None, Field(ge=1, le=50)] = None
+    email_from: Annotated[Email | None, Field(max_length=320)] = None
+    sms_from: SmsSender | None = None
 
     _required = field_validator(
         "name",
@@ -486,6 +533,10 @@ class BrandPatch(Payload):
         "theme_tokens",
         "asset_origins",
         "frame_ancestors",
+        "message_triggers",
+        "message_fanout",
+        "coalesce_minutes",
+        "messages_per_order_per_day",
         mode="after",
     )(_not_null)
 

@@ -55,6 +55,7 @@ from app.domain.eta import (
     window_state,
 )
 from app.storage import changes
+from messaging import outbox
 from app.storage import choices as choice_store
 from app.storage.database import Database
 from app.storage.dialect import Params, bind_processor, fetch_rows, result_processor
@@ -661,6 +662,8 @@ async def _record(
     """
     if not new:
         return
+    # News for the shopper and the brand's webhooks go into the outbox in this transaction.
+    await outbox.plan(conn, brand_id, new, now)
     created_at = bind_processor(conn, event_table.c.created_at)(now)
     if conn.dialect.name != "postgresql":
         await conn.exec_driver_sql(

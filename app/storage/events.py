@@ -23,6 +23,7 @@ from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.schema import events, orders
+from messaging import outbox
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ async def record(
     ]
     if rows:
         await conn.execute(events.insert(), rows)
+        # News for the shopper and the brand's webhooks go into the outbox in this transaction.
+        await outbox.plan(
+            conn, brand_id, [(r["order_id"], r["type"], r["data"]) for r in rows], now
+        )
 
 
 class BadCursor(ValueError):

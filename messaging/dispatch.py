@@ -1,0 +1,566 @@
+"""The dispatcher: claim due messages, render them, send them, record what happened.
+
+A worker claims a batch with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so workers on
+several machines never take the same message; SQLite's single writer does the same). For each
+message it settles what to do now: send it, hold it (quiet hours, the daily cap), mark it
+`suppressed` (no consent, opted out) with no provider call, or drop it (all its news was
+superseded). Messages to send are marked `sending` and committed before any request leaves.
+
+The guarantee: a message is sent at most once by us, and never lost.
+- A lease that expires before `sending` returns its messages to the queue.
+- A message left in `sending` (the worker died after the request may have left, or the reply
+  never came) becomes `unknown`: it is never sent again on our own; the provider's status
+  callback settles it, or an operator retries it through the API.
+- Retryable failures (429, 5xx, a connection that never opened) come back with exponential,
+  jittered backoff that honours Retry-After; permanent ones fail at once with the reason kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.settings import Settings
+from app.storage import events
+from app.storage.database import Database
+from app.storage.schema import (
+    brands,
+    customers,
+    message_news,
+    message_templates,
+    messages,
+    orders,
+)
+from app.themes.registry import Theme, load_themes
+from messaging import consent, links, webhooks
+from messaging.compose import load_context
+from messaging.context import OPTIONAL_EMAIL_TRIGGERS
+from messaging.outbox import open_key
+from messaging.providers import (
+    Accepted,
+    Email,
+    EmailProvider,
+    ProviderError,
+    Sms,
+    SmsProvider,
+    build_email_provider,
+    build_sms_provider,
+)
+from messaging.render import MessageRenderer
+from messaging.schedule import (
+    WEBHOOK_RETRY_WINDOW,
+    day_start,
+    next_day_start,
+    parse_clock,
+    quiet_until,
+    retry_delay,
+    zone,
+)
+
+log = logging.getLogger("whereabouts.dispatch")
+
+Clock = Callable[[], dt.datetime]
+# States that count against the daily cap: the message went, or may have.
+_COUNTED = ("sending", "sent", "delivered", "undelivered", "unknown")
+_ETA_TOPIC = "eta_updates"
+
+
+@dataclass
+class _Plan:
+    """What to do with one claimed message now."""
+
+    row: Any
+    action: str  # send | hold | suppress | drop | fail
+    due: dt.datetime | None = None
+    reason: str | None = None
+    content: dict[str, Any] | None = None
+    outgoing: Email | Sms | None = None
+    secrets: Sequence[str] = ()
+
+
+def worker_name() -> str:
+    """Name this worker in leases: host, process and a random suffix."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Dispatcher:
+    """Sends what the outbox holds; `run` loops until stopped, `run_once` does one batch."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Clock,
+        *,
+        link_secret: str,
+        email: EmailProvider | None = None,
+        sms: SmsProvider | None = None,
+        renderer: MessageRenderer | None = None,
+        themes: Mapping[str, Theme] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.link_secret = link_secret
+        self.email = email or build_email_provider(settings)
+        self.sms = sms or build_sms_provider(settings)
+        self.renderer = renderer or MessageRenderer()
+        self.themes = themes or load_themes()
+        self.name = name or worker_name()
+        self.http = httpx.AsyncClient(timeout=settings.send_timeout_seconds, follow_redirects=False)
+        self._limit = asyncio.Semaphore(settings.worker_concurrency)
+        self._deadlines_at: dt.datetime | None = None
+
+    async def aclose(self) -> None:
+        """Close the provider clients."""
+        await self.email.aclose()
+        await self.sms.aclose()
+        await self.http.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until `stop` is set; the batch in hand is finished first."""
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("dispatch batch failed; retrying after a pause")
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.worker_poll_seconds)
+
+    async def run_once(self) -> int:
+        """Reap stale sends, apply due choice deadlines, then claim and process one batch."""
+        now = self.clock()
+        await self.reap(now)
+        await self._deadlines(now)
+        claimed = await self.claim(now)
+        if not claimed:
+            return 0
+        plans = [await self._prepare(row, now) for row in claimed]
+        await self._settle(plans, now)
+        sending = [p for p in plans if p.action == "send"]
+        results = await asyncio.gather(*(self._send(p) for p in sending))
+        await self._record(list(zip(sending, results, strict=True)), self.clock())
+        return len(claimed)
+
+    async def reap(self, now: dt.datetime) -> int:
+        """Mark sends whose lease ran out as `unknown`: their request may have left."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(messages)
+                .where(messages.c.state == "sending", messages.c.lease_until < now)
+                .values(
+                    state="unknown",
+                    error_code="lease_expired",
+                    error_detail="the worker stopped after the request may have left",
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+        return int(result.rowcount or 0)
+
+    async def _deadlines(self, now: dt.datetime) -> None:
+        """Apply the brand's default action to choices past their deadline, once a minute."""
+        if self._deadlines_at is not None and now < self._deadlines_at:
+            return
+        self._deadlines_at = now + dt.timedelta(minutes=1)
+        from app.storage import choices as choice_store
+
+        apply = getattr(choice_store, "apply_deadlines", None)
+        if apply is None:
+            return
+        async with self.db.write() as conn:
+            await apply(conn, now)
+
+    async def claim(self, now: dt.datetime) -> list[Any]:
+        """Lease a batch of due messages to this worker."""
+        due = (
+            select(messages.c.id)
+            .where(
+                messages.c.state == "queued",
+                messages.c.due_at <= now,
+                or_(messages.c.lease_until.is_(None), messages.c.lease_until < now),
+            )
+            .order_by(messages.c.due_at, messages.c.id)
+            .limit(self.settings.worker_batch)
+            .with_for_update(skip_locked=True)
+        )
+        lease = now + dt.timedelta(seconds=self.settings.worker_lease_seconds)
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    update(messages)
+                    .where(messages.c.id.in_(due.scalar_subquery()))
+                    .values(lease_owner=self.name, lease_until=lease, open_key=None, updated_at=now)
+                    .returning(*messages.c)
+                )
+            ).all()
+        return sorted(rows, key=lambda r: (r.due_at, r.id))
+
+    async def _prepare(self, row: Any, now: dt.datetime) -> _Plan:
+        """Decide what to do with a claimed message, rendering it if it goes now."""
+        if row.channel == "webhook":
+            if now - row.created_at > WEBHOOK_RETRY_WINDOW:
+                return _Plan(row, "fail", reason="retry window of 24 hours ran out")
+            async with self.db.read() as conn:
+                keys = await webhooks.active_secrets(conn, row.endpoint_id, now)
+            if not keys:
+                return _Plan(row, "fail", reason="the endpoint is gone or disabled")
+            return _Plan(row, "send", content=row.content, secrets=keys)
+        async with self.db.read() as conn:
+            return await self._prepare_notice(conn, row, now)
+
+    async def _prepare_notice(self, conn: AsyncConnection, row: Any, now: dt.datetime) -> _Plan:
+        brand = (await conn.execute(select(brands).where(brands.c.id == row.brand_id))).one()
+        person = (
+            await conn.execute(
+                select(customers.c.sms_consent, customers.c.email_consent, orders.c.tracking_token)
+                .select_from(orders)
+                .outerjoin(customers, customers.c.id == orders.c.customer_id)
+                .where(orders.c.id == row.order_id)
+            )
+        ).one()
+        news = (
+            await conn.execute(
+                select(message_news)
+                .where(message_news.c.message_id == row.id)
+                .order_by(message_news.c.id)
+            )
+        ).all()
+        tz = zone(row.timezone, brand.timezone)
+        triggers = {n.trigger for n in news}
+        optional = bool(triggers) and triggers <= OPTIONAL_EMAIL_TRIGGERS
+        why = await consent.is_suppressed(
+            conn, row.brand_id, row.channel, row.address, _ETA_TOPIC if optional else "all"
+        )
+        if row.channel == "sms" and not person.sms_consent:
+            why = why or "no_sms_consent"
+        if row.channel == "email" and optional and person.email_consent is False:
+            why = why or "no_email_consent"
+        if why:
+            return _Plan(row, "suppress", reason=why)
+        if row.channel == "sms":
+            quiet = quiet_until(
+                now, tz, parse_clock(brand.quiet_hours_start), parse_clock(brand.quiet_hours_end)
+            )
+            if quiet is not None:
+                return _Plan(row, "hold", due=quiet, reason="quiet_hours")
+        went = (
+            await conn.execute(
+                select(func.count())
+                .select_from(messages)
+                .where(
+                    messages.c.order_id == row.order_id,
+                    messages.c.channel == row.channel,
+                    messages.c.state.in_(_COUNTED),
+                    messages.c.sent_at >= day_start(now, tz),
+                )
+            )
+        ).scalar_one()
+        if went >= brand.messages_per_order_per_day:
+            due = next_day_start(now, tz)
+            if row.channel == "sms":
+                start, end = (
+                    parse_clock(brand.quiet_hours_start),
+                    parse_clock(brand.quiet_hours_end),
+                )
+                due = quiet_until(due, tz, start, end) or due
+            return _Plan(row, "hold", due=due, reason="daily_cap")
+        public = self.settings.public_url
+        unsubscribe = None
+        if row.channel == "email" and triggers & OPTIONAL_EMAIL_TRIGGERS:
+            unsubscribe = links.unsubscribe_url(public, self.link_secret, row.id)
+        context = await load_context(
+            conn, row, news, self.themes, f"{public}/t/{person.tracking_token}", now, unsubscribe
+        )
+        if context is None:
+            return _Plan(row, "drop", reason="superseded")
+        overrides = {
+            r.name: r.source
+            for r in await conn.execute(
+                select(message_templates.c.name, message_templates.c.source).where(
+                    message_templates.c.brand_id == row.brand_id
+                )
+            )
+        }
+        if row.channel == "sms":
+            sms = self.renderer.sms(context, overrides)
+            return _Plan(
+                row,
+                "send",
+                content={
+                    "body": sms.body,
+                    "segments": sms.segments,
+                    "encoding": sms.encoding,
+                    "units": sms.units,
+                },
+                outgoing=Sms(
+                    message_id=row.id,
+                    to=row.address,
+                    body=sms.body,
+                    status_callback=f"{public}/hooks/twilio/status/{row.id}",
+                    from_number=brand.sms_from,
+                ),
+            )
+        mail = self.renderer.email(context, overrides)
+        headers: dict[str, str] = {}
+        if unsubscribe is not None:
+            headers = {
+                "List-Unsubscribe": f"<{unsubscribe}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        return _Plan(
+            row,
+            "send",
+            content={
+                "subject": mail.subject,
+                "text": mail.text,
+                "html": mail.html,
+                "headers": headers,
+            },
+            outgoing=Email(
+                message_id=row.id,
+                to=row.address,
+                from_email=brand.email_from or self.settings.email_from,
+                from_name=brand.name,
+                subject=mail.subject,
+                text=mail.text,
+                html=mail.html,
+                categories=("whereabouts", context.lead.trigger),
+                headers=headers,
+                reply_to=brand.support_email,
+            ),
+        )
+
+    async def _settle(self, plans: list[_Plan], now: dt.datetime) -> None:
+        """Store every decision; mark the sends `sending` before any request leaves."""
+        lease = now + dt.timedelta(seconds=self.settings.worker_lease_seconds)
+        async with self.db.write() as conn:
+            for plan in plans:
+                row = plan.row
+                if plan.action == "send":
+                    await conn.execute(
+                        update(messages)
+                        .where(messages.c.id == row.id)
+                        .values(
+                            state="sending",
+                            content=plan.content,
+                            attempts=messages.c.attempts + 1,
+                            provider=self._provider_name(row.channel),
+                            lease_until=lease,
+                            updated_at=now,
+                        )
+                    )
+                elif plan.action == "hold":
+                    await self._hold(conn, row, plan.due or now, plan.reason, now)
+                else:
+                    state = {"suppress": "suppressed", "drop": "dropped", "fail": "failed"}[
+                        plan.action
+                    ]
+                    reason = plan.reason or plan.action
+                    await self._finish(conn, row, state, reason, reason, now)
+
+    async def _hold(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        due: dt.datetime,
+        reason: str | None,
+        now: dt.datetime,
+    ) -> None:
+        """Put a message back until `due`; it takes news again unless another one already does."""
+        slot = open_key(row.order_id, row.channel)
+        taken = (
+            await conn.execute(select(messages.c.id).where(messages.c.open_key == slot))
+        ).first()
+        if taken is not None:
+            # News arrived meanwhile and opened another message: move ours into it.
+            await conn.execute(
+                update(message_news)
+                .where(message_news.c.message_id == row.id)
+                .values(message_id=taken.id)
+            )
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == taken.id)
+                .values(
+                    due_at=func.max(messages.c.due_at, due)
+                    if conn.dialect.name == "sqlite"
+                    else func.greatest(messages.c.due_at, due)
+                )
+            )
+            await self._finish(conn, row, "dropped", "merged", "merged into a later message", now)
+            return
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == row.id)
+            .values(
+                due_at=due,
+                open_key=slot,
+                lease_owner=None,
+                lease_until=None,
+                error_code=reason,
+                updated_at=now,
+            )
+        )
+
+    async def _finish(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        state: str,
+        code: str,
+        detail: str | None,
+        now: dt.datetime,
+    ) -> None:
+        await conn.execute(
+            update(messages)
+            .where(messages.c.id == row.id)
+            .values(
+                state=state,
+                error_code=code[:32],
+                error_detail=detail,
+                lease_owner=None,
+                lease_until=None,
+                status_at=now,
+                updated_at=now,
+            )
+        )
+        if state == "failed" and row.channel != "webhook":
+            await self._tell_failure(conn, row, state, code, now)
+
+    async def _tell_failure(
+        self, conn: AsyncConnection, row: Any, state: str, code: str | None, now: dt.datetime
+    ) -> None:
+        await events.record(
+            conn,
+            row.brand_id,
+            [
+                events.NewEvent(
+                    row.order_id,
+                    "message_failed",
+                    {"message": row.id, "channel": row.channel, "state": state, "error_code": code},
+                )
+            ],
+            now,
+        )
+
+    def _provider_name(self, channel: str) -> str:
+        if channel == "email":
+            return self.email.name
+        if channel == "sms":
+            return self.sms.name
+        return "webhook"
+
+    async def _send(self, plan: _Plan) -> Accepted | ProviderError:
+        """Make one provider request; every failure comes back as a ProviderError."""
+        async with self._limit:
+            try:
+                if isinstance(plan.outgoing, Email):
+                    return await self.email.send_email(plan.outgoing)
+                if isinstance(plan.outgoing, Sms):
+                    return await self.sms.send_sms(plan.outgoing)
+                now_ts = int(self.clock().timestamp())
+                return await webhooks.deliver(
+                    self.http, plan.row.address, plan.content or {}, plan.secrets, now_ts
+                )
+            except ProviderError as error:
+                return error
+            except Exception as error:  # a bug or an unexpected library error: keep the row honest
+                log.exception("send of message %s raised", plan.row.id)
+                return ProviderError(str(error)[:200], code="internal", unknown=True)
+
+    async def _record(
+        self, outcomes: list[tuple[_Plan, Accepted | ProviderError]], now: dt.datetime
+    ) -> None:
+        """Store what each request came to."""
+        if not outcomes:
+            return
+        sent: list[dict[str, Any]] = []
+        async with self.db.write() as conn:
+            for plan, result in outcomes:
+                row = plan.row
+                if isinstance(result, Accepted):
+                    sent.append(
+                        {
+                            "_id": row.id,
+                            "_state": result.state,
+                            "_provider_id": result.provider_id,
+                        }
+                    )
+                    continue
+                attempts = row.attempts + 1
+                detail = result.detail[:500]
+                if result.unknown:
+                    values: dict[str, Any] = {"state": "unknown"}
+                elif result.permanent or (
+                    row.channel != "webhook" and attempts >= self.settings.max_send_attempts
+                ):
+                    values = {"state": "failed", "status_at": now}
+                else:
+                    wait = retry_delay(attempts, result.retry_after)
+                    values = {"state": "queued", "due_at": now + dt.timedelta(seconds=wait)}
+                await conn.execute(
+                    update(messages)
+                    .where(messages.c.id == row.id, messages.c.state.in_(("sending", "unknown")))
+                    .values(
+                        **values,
+                        error_code=result.code[:32],
+                        error_detail=detail,
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
+                if values["state"] == "failed" and row.channel != "webhook":
+                    await self._tell_failure(conn, row, "failed", result.code, now)
+            if sent:
+                # A status callback may have arrived first; never move a state backwards.
+                await conn.execute(
+                    update(messages)
+                    .where(
+                        messages.c.id == bindparam("_id"),
+                        messages.c.state.in_(("sending", "unknown")),
+                    )
+                    .values(
+                        state=bindparam("_state"),
+                        provider_id=bindparam("_provider_id"),
+                        sent_at=now,
+                        status_at=now,
+                        error_code=None,
+                        error_detail=None,
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    ),
+                    sent,
+                )
+
+    async def release(self) -> int:
+        """Give back messages this worker claimed but has not started sending."""
+        now = self.clock()
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(messages)
+                .where(
+                    messages.c.lease_owner == self.name,
+                    messages.c.state == "queued",
+                )
+                .values(lease_owner=None, lease_until=None, updated_at=now)
+            )
+        return int(result.rowcount or 0)

@@ -1,0 +1,40 @@
+"""`whereabouts worker`: run the dispatcher until SIGTERM or SIGINT, then stop cleanly.
+
+On a stop signal the worker finishes the batch in hand (its sends are awaited, so nothing is
+left half-recorded) and gives back any messages it claimed but did not start sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+
+from app.services import utc_now
+from app.settings import Settings
+from app.storage.database import Database
+from messaging.dispatch import Dispatcher
+
+log = logging.getLogger("whereabouts.worker")
+
+
+async def run_worker(settings: Settings, db: Database, stop: asyncio.Event | None = None) -> None:
+    """Dispatch messages until `stop` is set (or a signal arrives)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Without SECRET_KEY, unsubscribe links would only verify in this process: say so.
+    if not settings.secret_key:
+        log.warning("SECRET_KEY is empty: unsubscribe links made here verify only in this process")
+    dispatcher = Dispatcher(
+        db, settings, utc_now, link_secret=settings.secret_key or secrets.token_hex(32)
+    )
+    log.info("worker %s started", dispatcher.name)
+    try:
+        await dispatcher.run(stop)
+    finally:
+        released = await dispatcher.release()
+        await dispatcher.aclose()
+        log.info("worker %s stopped; %d claimed messages given back", dispatcher.name, released)
