@@ -13,7 +13,9 @@ from app.storage.schema import brands
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # Paths of our own that a brand slug must not shadow (`/{brand}/track`).
-RESERVED_SLUGS = frozenset({"api", "t", "static", "dev", "problems", "healthz", "themes"})
+RESERVED_SLUGS = frozenset(
+    {"api", "t", "static", "dev", "problems", "healthz", "themes", "hooks", "u", "b"}
+)
 
 
 class BrandError(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +119,8 @@ def serve(settings: Settings, *, migrate_first: bool = True) -> None:
         logging.getLogger("whereabouts").warning(
             "several workers on SQLite share one file; use PostgreSQL to scale out"
         )
+    # uvicorn imports app.asgi, which reads the environment: hand it these settings.
+    os.environ.update(settings.as_env())
     uvicorn.run(
         "app.asgi:app",
         host=settings.host,

@@ -272,6 +272,10 @@ async def load_demo(settings: Settings, now: dt.datetime) -> DemoLoaded:
                 timezone="America/Los_Angeles",
                 support_email="help@northwind.example",
                 support_url="https://northwind.example/help",
+                # The demo shows each message at once, whatever the hour.
+                coalesce_minutes=0,
+                quiet_hours_start="00:00",
+                quiet_hours_end="00:00",
             )
             key = await create_key(conn, brand_id, "demo", now)
             for sku, (attributes, supplies) in demo_stock(now.date()).items():
@@ -320,10 +324,13 @@ def run_demo(settings: Settings) -> Settings:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
+    # The demo sends its messages from the web process, to the dev inbox unless configured.
+    settings = dataclasses.replace(settings, run_worker=True)
     loaded = asyncio.run(load_demo(settings, utc_now()))
     print("Whereabouts demo: brand 'demo' (Northwind Home)")
     print(f"  API key: {loaded.api_key}")
     print(f"  API:     {settings.public_url}/api/v1/openapi.json")
+    print(f"  Dev inbox: {settings.public_url}/dev/inbox")
     print("  Tracking pages:")
     for number, url in loaded.tracking_urls.items():
         print(f"    {number}  {url}")

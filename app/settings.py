@@ -328,6 +328,16 @@ class Settings:
                 raise SettingsError(f"{setting.name}: {exc}") from None
         return cls(**values)
 
+    def as_env(self) -> dict[str, str]:
+        """Write the settings back as environment values (for processes started from here)."""
+        out: dict[str, str] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.attribute)
+            out[setting.name] = (
+                ("true" if value else "false") if isinstance(value, bool) else str(value)
+            )
+        return out
+
 
 def check_declared() -> None:
     """Fail loudly if the Settings fields and the SETTINGS table drift apart."""
