@@ -535,7 +535,7 @@ class Dispatcher:
                     update(messages)
                     .where(
                         messages.c.id == bindparam("_id"),
-                        messages.c.state.in_(("sending", "unknown")),
+                        or_(messages.c.state == "sending", messages.c.state == "unknown"),
                     )
                     .values(
                         state=bindparam("_state"),

@@ -171,7 +171,10 @@ async def _news(
             lines = data.get("lines", [])
             if lines:
                 subject = ",".join(sorted(str(line.get("line")) for line in lines))
-                out.append(News(order_id, "eta_changed", subject[:64], stamp, {"lines": lines}))
+                # Moves at the same instant differ by what they move from and to.
+                moves = json.dumps([[line.get("old"), line.get("new")] for line in lines])
+                version = f"{stamp}|{hashlib.sha256(moves.encode()).hexdigest()[:16]}"
+                out.append(News(order_id, "eta_changed", subject[:64], version, {"lines": lines}))
         elif kind == "backorder_allocated":
             refs = sorted(str(line.get("line")) for line in data.get("lines", []))
             if refs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -16,9 +16,14 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage.database import Database
 from app.storage.schema import message_news, messages
+from messaging.dispatch import Dispatcher
+from messaging.providers.sendgrid import SendGridProvider
+from messaging.providers.twilio import TwilioProvider
 from tests.conftest import BrandKey
 from tests.eta.conftest import FixedClock
 from tests.eta.helpers import Api
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.twilio import FakeTwilio
 
 # 10:00 in Los Angeles (the factory customer's timezone): outside default quiet hours.
 START = dt.datetime(2026, 11, 2, 18, 0, tzinfo=dt.UTC)
@@ -56,3 +61,54 @@ async def outbox(db: Database) -> list[dict[str, Any]]:
         ]
         out.append(item)
     return out
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid() as fake:
+        yield fake
+
+
+SMS_FROM = "+15557650000"
+
+
+def make_dispatcher(
+    db: Database,
+    settings: Settings,
+    clock: FixedClock,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+    name: str = "test-worker",
+    timeout: float = 5.0,
+) -> Dispatcher:
+    """A dispatcher aimed at the local fakes, on the test's clock."""
+    return Dispatcher(
+        db,
+        settings,
+        clock,
+        link_secret="k" * 64,
+        email=SendGridProvider(sendgrid.api_key, sendgrid.url, timeout),
+        sms=TwilioProvider(
+            twilio.account_sid, twilio.auth_token, twilio.url, timeout, from_number=SMS_FROM
+        ),
+        name=name,
+    )
+
+
+@pytest.fixture
+async def dispatcher(
+    db: Database,
+    settings: Settings,
+    clock: FixedClock,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+) -> AsyncIterator[Dispatcher]:
+    sender = make_dispatcher(db, settings, clock, twilio, sendgrid)
+    yield sender
+    await sender.aclose()
