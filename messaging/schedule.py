@@ -74,10 +74,11 @@ def next_day_start(at: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
 def retry_delay(
     attempts: int, retry_after: float | None, rng: random.Random | None = None
 ) -> float:
-    """Return seconds to wait before attempt `attempts + 1`: exponential, jittered, and never
-    sooner than the provider's Retry-After."""
-    draw = (rng or random).uniform(0.5, 1.0)
-    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)) * draw
+    """Return seconds to wait before the next attempt: exponential, jittered, never sooner
+    than the provider's Retry-After."""
+    draw: float = (rng or random).uniform(0.5, 1.0)
+    growth = float(2 ** max(0, attempts - 1))
+    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * growth) * draw
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay

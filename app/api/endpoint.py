@@ -184,6 +184,10 @@ _PATH_VALUES: dict[str, TypeAdapter[str]] = {
     "number": TypeAdapter(Ref),
     "ref": TypeAdapter(Ref),
     "sku": TypeAdapter(Sku),
+    # Our own numeric ids (webhook endpoints, deliveries, messages); handlers answer 404 for
+    # anything that is not one of the caller's.
+    "id": TypeAdapter(Ref),
+    "delivery_id": TypeAdapter(Ref),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.api import brand, catalog, events, orders
+from app.api import brand, catalog, events, messages, orders, webhooks
 from app.api.endpoint import Endpoint, QueryParam
 from app.api.models import (
     BatchResult,
@@ -24,8 +24,162 @@ from app.api.models import (
     SupplyOut,
     SupplyPatch,
 )
+from app.api.webhook_models import (
+    DeliveryOut,
+    DeliveryPage,
+    MessageDetail,
+    MessageOut,
+    MessagePage,
+    RotateSecretIn,
+    WebhookEndpointIn,
+    WebhookEndpointList,
+    WebhookEndpointOut,
+    WebhookEndpointPatch,
+    WebhookEndpointWithSecret,
+)
 
 PREFIX = "/api/v1"
+
+_PAGE = QueryParam(
+    "limit",
+    "Rows per page (1 to 200, default 50)",
+    {"type": "integer", "minimum": 1, "maximum": 200},
+)
+_AFTER = QueryParam("after", "A `next_cursor` from an earlier page", {"type": "string"})
+_HOOK = "/webhook-endpoints/{id}"
+
+WEBHOOK_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/webhook-endpoints",
+        webhooks.create_webhook_endpoint,
+        "Register an endpoint for signed webhooks; the answer holds its secret, shown only here",
+        WebhookEndpointWithSecret,
+        body=WebhookEndpointIn,
+        status=201,
+        writes=True,
+        errors=(400, 409, 413, 415, 422),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "GET",
+        "/webhook-endpoints",
+        webhooks.list_webhook_endpoints,
+        "List the brand's webhook endpoints (without secrets)",
+        WebhookEndpointList,
+        tag="webhooks",
+    ),
+    Endpoint(
+        "GET",
+        _HOOK,
+        webhooks.get_webhook_endpoint,
+        "Read a webhook endpoint (without its secret)",
+        WebhookEndpointOut,
+        errors=(400, 404),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "PATCH",
+        _HOOK,
+        webhooks.update_webhook_endpoint,
+        "Change an endpoint's URL, events or description, or disable it",
+        WebhookEndpointOut,
+        body=WebhookEndpointPatch,
+        writes=True,
+        errors=(400, 404, 413, 415, 422),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "DELETE",
+        _HOOK,
+        webhooks.delete_webhook_endpoint,
+        "Delete a webhook endpoint and its delivery log",
+        None,
+        status=204,
+        writes=True,
+        errors=(400, 404),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "POST",
+        _HOOK + "/rotate-secret",
+        webhooks.rotate_webhook_secret,
+        "Issue a new secret; the previous one keeps signing alongside until the overlap ends",
+        WebhookEndpointWithSecret,
+        body=RotateSecretIn,
+        writes=True,
+        errors=(400, 404, 413, 415, 422),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "GET",
+        _HOOK + "/deliveries",
+        webhooks.list_webhook_deliveries,
+        "The endpoint's delivery log, newest first",
+        DeliveryPage,
+        query=(
+            QueryParam("state", "Comma-separated message states to show", {"type": "string"}),
+            _PAGE,
+            _AFTER,
+        ),
+        errors=(400, 404),
+        tag="webhooks",
+    ),
+    Endpoint(
+        "POST",
+        _HOOK + "/deliveries/{delivery_id}/replay",
+        webhooks.replay_webhook_delivery,
+        "Send a delivery again: same body and webhook-id, so receivers can dedupe",
+        DeliveryOut,
+        status=202,
+        writes=True,
+        errors=(400, 404, 409),
+        tag="webhooks",
+    ),
+)
+
+MESSAGE_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/messages",
+        messages.list_messages,
+        "List the brand's messages, newest first (by default the failed and unknown ones)",
+        MessagePage,
+        query=(
+            QueryParam(
+                "state",
+                "Comma-separated message states (default failed,unknown)",
+                {"type": "string"},
+            ),
+            QueryParam("channel", "Comma-separated: email, sms, webhook", {"type": "string"}),
+            QueryParam("order", "Only this order's messages", {"type": "string"}),
+            _PAGE,
+            _AFTER,
+        ),
+        errors=(400,),
+        tag="messages",
+    ),
+    Endpoint(
+        "GET",
+        "/messages/{id}",
+        messages.get_message,
+        "Read a message with what it said (the address masked)",
+        MessageDetail,
+        errors=(400, 404),
+        tag="messages",
+    ),
+    Endpoint(
+        "POST",
+        "/messages/{id}/retry",
+        messages.retry_message,
+        "Queue a failed or unknown message again (when resending is known to be safe)",
+        MessageOut,
+        status=202,
+        writes=True,
+        errors=(400, 404, 409),
+        tag="messages",
+    ),
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/brand", brand.get_brand, "Read the brand's settings", BrandOut, tag="brand"),
@@ -197,4 +351,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(400,),
         tag="events",
     ),
+    *WEBHOOK_ENDPOINTS,
+    *MESSAGE_ENDPOINTS,
 )

@@ -55,12 +55,12 @@ from app.domain.eta import (
     window_state,
 )
 from app.storage import changes
-from messaging import outbox
 from app.storage import choices as choice_store
 from app.storage.database import Database
 from app.storage.dialect import Params, bind_processor, fetch_rows, result_processor
 from app.storage.schema import UTCDateTime, brands, inbound_supply, order_lines, orders, skus
 from app.storage.schema import events as event_table
+from messaging import outbox
 
 ETA_FIELDS = (
     "eta_queue",

@@ -37,6 +37,7 @@ async def record(
     conn: AsyncConnection, brand_id: int, new: Iterable[NewEvent], now: dt.datetime
 ) -> None:
     """Append events in the caller's transaction."""
+    new = list(new)
     rows = [
         {
             "brand_id": brand_id,
@@ -50,9 +51,7 @@ async def record(
     if rows:
         await conn.execute(events.insert(), rows)
         # News for the shopper and the brand's webhooks go into the outbox in this transaction.
-        await outbox.plan(
-            conn, brand_id, [(r["order_id"], r["type"], r["data"]) for r in rows], now
-        )
+        await outbox.plan(conn, brand_id, [(e.order_id, e.type, e.data) for e in new], now)
 
 
 class BadCursor(ValueError):

@@ -1,0 +1,137 @@
+"""Send email through SendGrid's v3 Mail Send API.
+
+The sendgrid library's `Mail` helpers build the JSON body; one httpx.AsyncClient per provider
+posts it. Categories and custom_args reach SendGrid's event webhook and its dashboards, so they
+carry only our message id and trigger names, never personal data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, ReplyTo, To
+from sendgrid.helpers.mail.exceptions import SendGridException
+
+from messaging.providers import parse_retry_after, redact, require, transport_error
+from messaging.providers.base import Accepted, Email, ProviderError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+MESSAGE_ID_ARG = "whereabouts_message_id"
+# Trigger-style names only, so an address or a name cannot slip into SendGrid's analytics.
+_CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+
+
+class SendGridProvider:
+    """Send each Email as one v3 mail send, tagged with our message id."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.sendgrid.com",
+        timeout: float = 15.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/v3/mail/send"
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+
+    async def send_email(self, email: Email) -> Accepted:
+        """Post the mail; raise ProviderError when SendGrid does not take it."""
+        payload = build_payload(email)
+        try:
+            response = await self._http.post(self._url, json=payload)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, "SendGrid") from exc
+        if not response.is_success:
+            raise _status_error(response)
+        provider_id = response.headers.get("X-Message-Id") or f"sendgrid-{email.message_id}"
+        return Accepted(provider_id)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+
+def build_payload(email: Email) -> dict[str, Any]:
+    """Build the v3 mail send body; raise a permanent ProviderError for an unsendable email."""
+    unsafe = [category for category in email.categories if not _CATEGORY.fullmatch(category)]
+    if unsafe or len(email.categories) > 10:
+        raise ProviderError(
+            "categories must be at most 10 short names (letters, digits, _ . : -)",
+            code="sendgrid:categories",
+            permanent=True,
+        )
+    try:
+        mail = Mail(
+            from_email=From(email.from_email, email.from_name or None),
+            to_emails=To(email.to),
+            subject=email.subject,
+            plain_text_content=email.text or None,
+            html_content=email.html or None,
+        )
+        # Mail puts each new category first: add them backwards to keep the caller's order.
+        mail.category = [Category(category) for category in reversed(email.categories)]
+        mail.custom_arg = CustomArg(MESSAGE_ID_ARG, str(email.message_id))
+        mail.header = [Header(key, value) for key, value in email.headers.items()]
+        if email.reply_to:
+            mail.reply_to = ReplyTo(email.reply_to)
+    except SendGridException as exc:
+        # The library refuses content that contains a SendGrid API key, among others.
+        raise ProviderError(type(exc).__name__, code="sendgrid:invalid", permanent=True) from exc
+    payload: dict[str, Any] = mail.get()
+    return payload
+
+
+def _status_error(response: httpx.Response) -> ProviderError:
+    """Map a SendGrid error answer: 429, 408 and 5xx retry, 401/403 retry, other 4xx are final."""
+    status = response.status_code
+    detail = redact(_first_error(response) or response.reason_phrase or f"HTTP {status}")
+    if status in (401, 403):
+        # A key an operator fixes; the attempt limit ends it if nobody does.
+        return ProviderError(detail, code="sendgrid:auth")
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is None:
+            retry_after = _until_reset(response.headers.get("X-RateLimit-Reset"))
+        return ProviderError(detail, code="sendgrid:429", retry_after=retry_after)
+    if status == 408 or status >= 500:
+        return ProviderError(detail, code=f"sendgrid:{status}")
+    return ProviderError(detail, code=f"sendgrid:{status}", permanent=True)
+
+
+def _first_error(response: httpx.Response) -> str | None:
+    try:
+        errors = response.json()["errors"]
+        return str(errors[0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _until_reset(value: str | None) -> float | None:
+    """Read X-RateLimit-Reset (a Unix time) as seconds from now."""
+    try:
+        reset = float(value or "")
+    except ValueError:
+        return None
+    return max(0.0, reset - time.time()) if math.isfinite(reset) else None
+
+
+def from_settings(settings: Settings) -> SendGridProvider:
+    """Build the provider from SENDGRID_* settings."""
+    return SendGridProvider(
+        require("SENDGRID_API_KEY", settings.sendgrid_api_key, "sendgrid"),
+        settings.sendgrid_base_url,
+        settings.send_timeout_seconds,
+    )
