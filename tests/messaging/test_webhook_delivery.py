@@ -1,0 +1,93 @@
+"""Brand webhooks through the outbox: signed, retried while the receiver is down, sent once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.storage.database import Database
+from app.storage.schema import messages
+from messaging.dispatch import Dispatcher
+from tests.eta.conftest import FixedClock
+from tests.eta.helpers import Api, backordered
+from tests.fakes.server import ServerThread
+
+pytestmark = pytest.mark.anyio
+
+
+class FlakyReceiver:
+    """A brand's endpoint that answers 503 `down_for` times, then accepts; it checks
+    signatures with its own reading of the Standard Webhooks convention."""
+
+    def __init__(self, down_for: int) -> None:
+        self.down_for = down_for
+        self.secret = ""
+        self.attempts: list[dict[str, str]] = []
+        self.accepted: list[dict[str, Any]] = []
+
+    def verified(self, headers: Any, body: bytes) -> bool:
+        key = base64.b64decode(self.secret.removeprefix("whsec_"))
+        signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+        expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        offered = [part.partition(",")[2] for part in headers["webhook-signature"].split()]
+        return any(hmac.compare_digest(expected, sig) for sig in offered)
+
+    async def hook(self, request: Request) -> Response:
+        body = await request.body()
+        self.attempts.append(dict(request.headers))
+        if not self.verified(request.headers, body):
+            return Response(status_code=401)
+        if len(self.attempts) <= self.down_for:
+            return Response(status_code=503)
+        self.accepted.append({"id": request.headers["webhook-id"], **json.loads(body)})
+        return Response(status_code=204)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[FlakyReceiver, str]]:
+    brand_side = FlakyReceiver(down_for=3)
+    app = Starlette(routes=[Route("/hooks", brand_side.hook, methods=["POST"])])
+    with ServerThread(app) as server:
+        yield brand_side, f"{server.url}/hooks"
+
+
+async def test_a_receiver_that_recovers_gets_each_event_once(
+    api: Api,
+    db: Database,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    receiver: tuple[FlakyReceiver, str],
+) -> None:
+    brand_side, url = receiver
+    created = await api.call(
+        "POST", "/webhook-endpoints", {"url": url, "events": ["order.eta_changed"]}, 201
+    )
+    brand_side.secret = created.json()["secret"]
+    await api.sku("LAMP", 0)
+    await api.supply("LAMP", "PO-1", 5, "2026-11-20")
+    await api.place("W-1", [backordered("1", "LAMP")], customer={"id": "C-1"})
+    await api.move("LAMP", "PO-1", expected_date="2026-11-30")
+    for _ in range(6):
+        await dispatcher.run_once()
+        clock.advance(hours=1)
+    assert len(brand_side.attempts) == 4
+    # Every retry is the same webhook (receivers dedupe on its id).
+    assert len({a["webhook-id"] for a in brand_side.attempts}) == 1
+    (event,) = brand_side.accepted
+    assert event["type"] == "order.eta_changed"
+    assert event["data"]["order"] == "W-1"
+    async with db.read() as conn:
+        row = (await conn.execute(select(messages).where(messages.c.channel == "webhook"))).one()
+    assert row.state == "sent"
+    assert row.attempts == 4
