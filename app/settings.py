@@ -100,8 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
         "SECRET_KEY",
         "secret_key",
         "",
-        "Secret that signs the tracking page's form tokens. Empty: a random key per start, fine "
-        "for one process; set the same long random value on every process that serves pages.",
+        "Secret that signs the tracking page's form tokens and the unsubscribe links in messages. "
+        "Empty: a random key per start, fine for one process; set the same long random value on "
+        "every web and worker process.",
     ),
     Setting(
         "PAGE_CACHE_ENTRIES",
