@@ -20,6 +20,9 @@ from app.storage import catalog, parcels
 from app.storage import orders as store
 from app.storage.database import Database
 from app.storage.migrate import migrate
+from app.storage.schema import webhook_endpoints
+from app.web.devhooks import PATH as DEV_WEBHOOKS
+from messaging.webhooks import WEBHOOK_TYPES, new_secret
 
 M = TypeVar("M", bound=BaseModel)
 DEMO_DATABASE = "sqlite:///var/demo.db"
@@ -278,6 +281,18 @@ async def load_demo(settings: Settings, now: dt.datetime) -> DemoLoaded:
                 quiet_hours_end="00:00",
             )
             key = await create_key(conn, brand_id, "demo", now)
+            # The brand's systems, played by the dev receiver: every webhook, signed.
+            await conn.execute(
+                webhook_endpoints.insert().values(
+                    brand_id=brand_id,
+                    url=settings.public_url + DEV_WEBHOOKS,
+                    description="demo receiver",
+                    events=list(WEBHOOK_TYPES),
+                    secret=new_secret(),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             for sku, (attributes, supplies) in demo_stock(now.date()).items():
                 await catalog.put_sku(conn, brand_id, sku, _parse(SkuIn, attributes), now)
                 for supply in supplies:
@@ -331,6 +346,7 @@ def run_demo(settings: Settings) -> Settings:
     print(f"  API key: {loaded.api_key}")
     print(f"  API:     {settings.public_url}/api/v1/openapi.json")
     print(f"  Dev inbox: {settings.public_url}/dev/inbox")
+    print(f"  Webhooks the brand received: {settings.public_url}{DEV_WEBHOOKS}.json")
     print("  Tracking pages:")
     for number, url in loaded.tracking_urls.items():
         print(f"    {number}  {url}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
@@ -25,7 +26,7 @@ from app.settings import Settings
 from app.storage import changes
 from app.storage.database import Database, async_url
 from app.storage.migrate import migrate
-from app.web import devinbox, hooks, sms
+from app.web import devhooks, devinbox, hooks, sms
 from app.web.pages import Pages
 from app.web.security import Signer
 from app.web.tracking import routes as web_routes
@@ -38,6 +39,7 @@ class State(TypedDict):
     pages: Pages
     signer: Signer
     link_secret: str
+    dev_webhooks: deque[dict[str, Any]]
 
 
 def _asyncpg_dsn(settings: Settings) -> str:
@@ -87,6 +89,7 @@ def create_app(
                 "pages": pages,
                 "signer": Signer(link_secret),
                 "link_secret": link_secret,
+                "dev_webhooks": deque(maxlen=100),
             }
         finally:
             stop.set()
@@ -116,6 +119,7 @@ def create_app(
         *hooks.routes(),
         *sms.routes(),
         *devinbox.routes(),
+        *devhooks.routes(),
         Route(PREFIX + "/openapi.json", openapi_document, methods=["GET"]),
         *api_routes(ENDPOINTS, PREFIX),
         Route("/problems/{code}", problem_page, methods=["GET"]),
