@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench i18n install clean
+.PHONY: run test lint format bench i18n install clean reply
 LOCALES := es fr de ar
 
 $(STAMP): pyproject.toml
@@ -46,6 +46,10 @@ i18n: $(STAMP)
 	  fi; \
 	done
 	$(BIN)/pybabel compile --statistics -d locale
+
+# A shopper's SMS reply to the running demo, signed as Twilio would: make reply FROM=+14155550005 BODY=2
+reply: $(STAMP)
+	$(BIN)/whereabouts sms reply --from '$(FROM)' --body '$(BODY)'
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

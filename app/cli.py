@@ -21,6 +21,7 @@ from app.storage import etas
 from app.storage.database import Database
 from app.storage.migrate import migrate
 from app.storage.schema import brands
+from messaging import simulate
 
 
 def _database(settings: Settings) -> Database:
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--brand", help="only this brand's slug")
 
     sub.add_parser("worker", help="send queued messages (email, SMS, brand webhooks)")
+    sms = sub.add_parser("sms", help="SMS tools").add_subparsers(dest="action", required=True)
+    reply = sms.add_parser("reply", help="send a signed, simulated shopper reply; print the answer")
+    reply.add_argument("--from", dest="from_number", required=True, help="the shopper's number")
+    reply.add_argument("--body", required=True, help="the reply's text")
+    reply.add_argument("--to", help="our number (default: TWILIO_FROM)")
+    reply.add_argument("--url", help="where the service runs (default: PUBLIC_URL)")
     demo = sub.add_parser(
         "demo", help="fresh demo database, an API key and tracking links, then serve"
     )
@@ -200,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_eta_recompute(settings, args))
         elif args.command == "worker":
             asyncio.run(_worker(settings))
+        elif args.command == "sms":
+            return simulate.run(settings, args.from_number, args.body, args.to, args.url)
         elif args.command == "demo":
             from app.demo import run_demo
 

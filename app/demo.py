@@ -22,6 +22,7 @@ from app.storage.database import Database
 from app.storage.migrate import migrate
 from app.storage.schema import webhook_endpoints
 from app.web.devhooks import PATH as DEV_WEBHOOKS
+from messaging.simulate import DEMO_AUTH_TOKEN
 from messaging.webhooks import WEBHOOK_TYPES, new_secret
 
 M = TypeVar("M", bound=BaseModel)
@@ -340,7 +341,12 @@ def run_demo(settings: Settings) -> Settings:
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
     # The demo sends its messages from the web process, to the dev inbox unless configured.
-    settings = dataclasses.replace(settings, run_worker=True)
+    # Replies simulated with `make reply` are signed with the demo's well-known token.
+    settings = dataclasses.replace(
+        settings,
+        run_worker=True,
+        twilio_auth_token=settings.twilio_auth_token or DEMO_AUTH_TOKEN,
+    )
     loaded = asyncio.run(load_demo(settings, utc_now()))
     print("Whereabouts demo: brand 'demo' (Northwind Home)")
     print(f"  API key: {loaded.api_key}")

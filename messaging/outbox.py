@@ -76,6 +76,13 @@ class News:
     skip: frozenset[str] = frozenset()
 
 
+_CHUNK = 5_000  # ids per IN list (PostgreSQL's driver takes at most 32,767 parameters)
+
+
+def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+    return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
+
+
 def news_key(order_id: int, trigger: str, subject: str, version: str, channel: str) -> str:
     """Hash what makes a piece of news itself: the same news always gets the same key."""
     raw = f"{order_id}|{trigger}|{subject}|{version}|{channel}"
@@ -110,11 +117,11 @@ async def plan(
     events = [(o, t, _data(d)) for o, t, d in relevant]
     order_ids = sorted({o for o, _, _ in events if o is not None})
     numbers: dict[int, str] = {}
-    if order_ids:
+    for chunk in _chunks(order_ids):
         rows = await conn.execute(
-            select(orders.c.id, orders.c.number).where(orders.c.id.in_(order_ids))
+            select(orders.c.id, orders.c.number).where(orders.c.id.in_(chunk))
         )
-        numbers = {row.id: row.number for row in rows}
+        numbers.update((row.id, row.number) for row in rows)
     await webhooks.plan(conn, brand_id, events, numbers, now)
     news = await _news(conn, [e for e in events if e[1] in NEWS_EVENTS and e[0] is not None], now)
     if news:
@@ -133,25 +140,26 @@ async def _news(
     unshipped: set[int] = set()
     if parcel_events:
         ids = sorted({e[0] for e in parcel_events if e[0] is not None})
-        for row in await conn.execute(
-            select(
-                shipments.c.order_id,
-                shipments.c.ref,
-                shipments.c.status,
-                shipments.c.promised_date,
-                shipments.c.carrier_eta,
-            ).where(shipments.c.order_id.in_(ids))
-        ):
-            parcels.setdefault(row.order_id, {})[row.ref] = row
-        for row in await conn.execute(
-            select(order_lines.c.order_id)
-            .where(
-                order_lines.c.order_id.in_(ids),
-                order_lines.c.status.in_(("in_stock", "backordered")),
-            )
-            .distinct()
-        ):
-            unshipped.add(row.order_id)
+        for chunk in _chunks(ids):
+            for row in await conn.execute(
+                select(
+                    shipments.c.order_id,
+                    shipments.c.ref,
+                    shipments.c.status,
+                    shipments.c.promised_date,
+                    shipments.c.carrier_eta,
+                ).where(shipments.c.order_id.in_(chunk))
+            ):
+                parcels.setdefault(row.order_id, {})[row.ref] = row
+            for row in await conn.execute(
+                select(order_lines.c.order_id)
+                .where(
+                    order_lines.c.order_id.in_(chunk),
+                    order_lines.c.status.in_(("in_stock", "backordered")),
+                )
+                .distinct()
+            ):
+                unshipped.add(row.order_id)
     stamp = now.isoformat()
     out: list[News] = []
     for order_id, kind, data in events:
@@ -295,18 +303,23 @@ async def _file(conn: AsyncConnection, brand_id: int, news: list[News], now: dt.
     ).one()
     order_ids = sorted({n.order_id for n in news})
     recipients: dict[int, _Recipient] = {}
-    for row in await conn.execute(
-        select(
-            orders.c.id,
-            customers.c.email,
-            customers.c.phone,
-            customers.c.locale,
-            customers.c.timezone,
-            customers.c.sms_consent,
+    people = [
+        row
+        for chunk in _chunks(order_ids)
+        for row in await conn.execute(
+            select(
+                orders.c.id,
+                customers.c.email,
+                customers.c.phone,
+                customers.c.locale,
+                customers.c.timezone,
+                customers.c.sms_consent,
+            )
+            .join(customers, customers.c.id == orders.c.customer_id)
+            .where(orders.c.id.in_(chunk))
         )
-        .join(customers, customers.c.id == orders.c.customer_id)
-        .where(orders.c.id.in_(order_ids))
-    ):
+    ]
+    for row in people:
         recipients[row.id] = _Recipient(
             row.email,
             row.phone,
@@ -386,17 +399,18 @@ def _usable(person: _Recipient, channel: str, suppressed: set[tuple[str, str]]) 
 async def _suppressed(
     conn: AsyncConnection, brand_id: int, people: Iterable[_Recipient]
 ) -> set[tuple[str, str]]:
-    addresses = {a for p in people for a in (p.email, p.phone) if a}
-    if not addresses:
-        return set()
-    rows = await conn.execute(
-        select(suppressions.c.channel, suppressions.c.address).where(
-            suppressions.c.brand_id == brand_id,
-            suppressions.c.topic == "all",
-            suppressions.c.address.in_(sorted(addresses)),
+    addresses = sorted({a for p in people for a in (p.email, p.phone) if a})
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(addresses), _CHUNK):
+        rows = await conn.execute(
+            select(suppressions.c.channel, suppressions.c.address).where(
+                suppressions.c.brand_id == brand_id,
+                suppressions.c.topic == "all",
+                suppressions.c.address.in_(addresses[start : start + _CHUNK]),
+            )
         )
-    )
-    return {(row.channel, row.address) for row in rows}
+        found.update((row.channel, row.address) for row in rows)
+    return found
 
 
 async def _known_keys(conn: AsyncConnection, brand_id: int, keys: list[str]) -> set[str]:

@@ -479,6 +479,7 @@ messages = Table(
     Index(None, "brand_id", "state", "id"),
     Index(None, "order_id", "channel"),
     Index(None, "provider", "provider_id"),
+    Index(None, "brand_id", "channel", "address"),
     CheckConstraint("channel IN (" + ", ".join(f"'{c}'" for c in CHANNELS) + ")", name="channel"),
     CheckConstraint("state IN (" + ", ".join(f"'{s}'" for s in MESSAGE_STATES) + ")", name="state"),
 )

@@ -278,7 +278,13 @@ class Pages:
         found = []
         for row in rows:
             line = lines.get(row.ref)
-            if line is None or (row.state == "open" and row.line_status != "backordered"):
+            undecided = row.state in {"open", "needs_person"}
+            # A closed choice (its line stopped waiting) has nothing to show.
+            if (
+                line is None
+                or row.state == "closed"
+                or (undecided and row.line_status != "backordered")
+            ):
                 continue
             found.append(
                 Choice(

@@ -120,7 +120,8 @@ class Choice:
 
     @property
     def open(self) -> bool:
-        return self.state == "open"
+        # A choice waiting for a person is still the shopper's to make until the deadline.
+        return self.state in {"open", "needs_person"}
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,11 @@ def upgrade() -> None:
             batch_op.f("ix_messages_brand_id_state_id"), ["brand_id", "state", "id"], unique=False
         )
         batch_op.create_index(
+            batch_op.f("ix_messages_brand_id_channel_address"),
+            ["brand_id", "channel", "address"],
+            unique=False,
+        )
+        batch_op.create_index(
             batch_op.f("ix_messages_order_id_channel"), ["order_id", "channel"], unique=False
         )
         batch_op.create_index(
@@ -376,6 +381,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_messages_provider_provider_id"))
         batch_op.drop_index(batch_op.f("ix_messages_order_id_channel"))
         batch_op.drop_index(batch_op.f("ix_messages_brand_id_state_id"))
+        batch_op.drop_index(batch_op.f("ix_messages_brand_id_channel_address"))
 
     op.drop_table("messages")
     with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
