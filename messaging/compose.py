@@ -82,6 +82,28 @@ def settle_news(items: Sequence[NewsItem], lines: Mapping[str, LineInfo]) -> lis
     return sorted(out, key=lambda i: TRIGGERS.index(i.trigger))
 
 
+def _fill(
+    items: Sequence[NewsItem], lines: Mapping[str, LineInfo], choices: Sequence[ChoiceInfo]
+) -> list[NewsItem]:
+    """Name what the news is about as it stands now: the waiting lines, the open choices."""
+    out = []
+    for item in items:
+        data = item.data
+        if item.trigger == "backordered" and not data.get("lines"):
+            data = {**data, "lines": [r for r, line in lines.items() if line.status in _WAITING]}
+        elif item.trigger in {"window_at_risk", "window_expired"}:
+            reason = "at_risk" if item.trigger == "window_at_risk" else "expired"
+            refs = set(data.get("lines", []))
+            ids = [
+                c.id
+                for c in choices
+                if c.line_ref in refs and c.reason == reason and c.state in {"open", "needs_person"}
+            ]
+            data = {**data, "choices": ids}
+        out.append(NewsItem(item.trigger, item.subject, data))
+    return out
+
+
 def _status(lines: Mapping[str, LineInfo], ref: str) -> str | None:
     line = lines.get(ref)
     return None if line is None else line.status
@@ -190,6 +212,7 @@ async def load_context(
         )
         for row in choice_rows
     )
+    items = _fill(items, lines, order_choices)
     theme = themes.get(brand.theme) or themes["default"]
     tokens = {**theme.tokens, **(brand.theme_tokens or {})}
     first_sms = False
