@@ -387,3 +387,22 @@ async def test_two_workers_on_postgresql_never_send_the_same_message(
         assert fake.count(message["id"]) == 1
     for worker in workers:
         await worker.aclose()
+
+
+async def test_the_choice_sms_offers_numbered_replies_and_never_an_opt_out_word(
+    api: Api, db: Database, clock: FixedClock, dispatcher: Dispatcher, twilio: FakeTwilio
+) -> None:
+    await api.sku("LAMP", 0, alternatives=[{"sku": "LAMP-2", "title": "Brass lamp"}])
+    # The only supply lands after the 30-day window: the line is at risk from the start.
+    await api.supply("LAMP", "PO-1", 5, "2026-12-20")
+    await api.place("C-1", [backordered("1", "LAMP")], customer=SHOPPER)
+    clock.advance(minutes=11)
+    await dispatcher.run_once()
+    (sms,) = twilio.received
+    body = sms.form["Body"]
+    assert "Item LAMP (order C-1) will arrive late." in body
+    assert "1 to keep waiting, 2 for a similar item, 3 for a refund" in body
+    assert "Reply STOP to opt out." in body  # the first SMS from this brand says how
+    for word in ("CANCEL", "STOPALL", "UNSUBSCRIBE", "QUIT", "END "):
+        assert word not in body.upper().replace("REPLY STOP TO OPT OUT", "")
+    assert (await _by_channel(db))["sms"]["content"]["segments"] <= 2
