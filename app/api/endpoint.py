@@ -13,9 +13,9 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, StringConstraints, TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -188,6 +188,10 @@ _PATH_VALUES: dict[str, TypeAdapter[str]] = {
     # anything that is not one of the caller's.
     "id": TypeAdapter(Ref),
     "delivery_id": TypeAdapter(Ref),
+    # A message template part: "<trigger>.<channel>.<part>", or a shared "_partial…".
+    "name": TypeAdapter(
+        Annotated[str, StringConstraints(pattern=r"^_?[a-z_]{1,40}\.[a-z]{3,5}\.[a-z]{3,7}$")]
+    ),
 }
 
 

@@ -628,6 +628,21 @@ class ShipmentOut(Out):
     checkpoints: list[CheckpointOut]
 
 
+class ChoiceOut(Out):
+    id: int
+    line: str
+    reason: Literal["at_risk", "expired"]
+    state: str = Field(
+        description="open, made, defaulted, needs_person (a person should step in) or closed"
+    )
+    deadline: dt.datetime
+    default_action: Literal["keep", "cancel"]
+    decision: str | None = Field(description="keep, switch or refund, once decided")
+    alternative: str | None = Field(description="The SKU switched to")
+    decided_at: dt.datetime | None
+    decided_via: str | None = Field(description="page, sms or default")
+
+
 class OrderOut(Out):
     number: str
     placed_at: dt.datetime
@@ -641,6 +656,9 @@ class OrderOut(Out):
     window_end: dt.date = Field(description="Last day of the brand's fulfilment promise")
     expected_parcels: list[ExpectedParcelOut] = Field(
         description="Waiting lines grouped into the parcels they should leave in"
+    )
+    choices: list[ChoiceOut] = Field(
+        default=[], description="Choices offered for lines that will miss the promise"
     )
     created_at: dt.datetime
     updated_at: dt.datetime

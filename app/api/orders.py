@@ -12,6 +12,7 @@ from app.api.models import (
     BatchResult,
     CheckpointIn,
     CheckpointOut,
+    ChoiceOut,
     CustomerOut,
     DeliveryRange,
     ExpectedParcelOut,
@@ -32,7 +33,7 @@ from app.services import Services
 from app.storage import etas, parcels
 from app.storage import orders as store
 from app.storage.order_state import OrderState
-from app.storage.schema import checkpoints, customers, order_lines, orders
+from app.storage.schema import checkpoints, choices, customers, order_lines, orders
 
 
 async def order_view(
@@ -89,7 +90,25 @@ async def order_view(
             sms_consent=row.sms_consent,
             email_consent=row.email_consent,
         )
+    offered = [
+        ChoiceOut(
+            id=c.id,
+            line=ref_of.get(c.order_line_id, ""),
+            reason=c.reason,
+            state=c.state,
+            deadline=c.deadline,
+            default_action=c.default_action,
+            decision=c.decision,
+            alternative=c.alternative_sku,
+            decided_at=c.decided_at,
+            decided_via=c.decided_via,
+        )
+        for c in await conn.execute(
+            select(choices).where(choices.c.order_id == state.id).order_by(choices.c.id)
+        )
+    ]
     return OrderOut(
+        choices=offered,
         number=state.number,
         placed_at=state.values["placed_at"],
         currency=state.values["currency"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.api import brand, catalog, events, messages, orders, webhooks
+from app.api import brand, catalog, events, message_templates, messages, orders, webhooks
 from app.api.endpoint import Endpoint, QueryParam
 from app.api.models import (
     BatchResult,
@@ -47,6 +47,49 @@ _PAGE = QueryParam(
 )
 _AFTER = QueryParam("after", "A `next_cursor` from an earlier page", {"type": "string"})
 _HOOK = "/webhook-endpoints/{id}"
+
+_TEMPLATE = "/message-templates/{name}"
+TEMPLATE_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/message-templates",
+        message_templates.list_templates,
+        "List the brand's own message templates and every part that may be overridden",
+        message_templates.TemplateList,
+        tag="messages",
+    ),
+    Endpoint(
+        "PUT",
+        _TEMPLATE,
+        message_templates.put_template,
+        "Set the brand's wording for one message part (checked in the sandbox first)",
+        message_templates.TemplateOut,
+        body=message_templates.TemplateIn,
+        writes=True,
+        errors=(400, 413, 415, 422),
+        tag="messages",
+    ),
+    Endpoint(
+        "GET",
+        _TEMPLATE,
+        message_templates.get_template,
+        "Read the brand's wording for one message part",
+        message_templates.TemplateOut,
+        errors=(400, 404),
+        tag="messages",
+    ),
+    Endpoint(
+        "DELETE",
+        _TEMPLATE,
+        message_templates.delete_template,
+        "Go back to the shipped wording for one message part",
+        None,
+        status=204,
+        writes=True,
+        errors=(400, 404),
+        tag="messages",
+    ),
+)
 
 WEBHOOK_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -353,4 +396,5 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     *WEBHOOK_ENDPOINTS,
     *MESSAGE_ENDPOINTS,
+    *TEMPLATE_ENDPOINTS,
 )

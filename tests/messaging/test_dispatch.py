@@ -406,3 +406,17 @@ async def test_the_choice_sms_offers_numbered_replies_and_never_an_opt_out_word(
     for word in ("CANCEL", "STOPALL", "UNSUBSCRIBE", "QUIT", "END "):
         assert word not in body.upper().replace("REPLY STOP TO OPT OUT", "")
     assert (await _by_channel(db))["sms"]["content"]["segments"] <= 2
+
+
+async def test_the_brands_own_wording_is_what_goes_out(
+    api: Api, clock: FixedClock, dispatcher: Dispatcher, twilio: FakeTwilio
+) -> None:
+    source = "{{ brand.name }} here: order {{ order.number }} has a wait. {{ order.tracking_url }}"
+    await api.call("PUT", "/message-templates/backordered.sms.text", {"source": source})
+    await _place(api)
+    clock.advance(minutes=11)
+    await dispatcher.run_once()
+    (sms,) = twilio.received
+    assert sms.form["Body"].startswith(
+        "Acme here: order A-1 has a wait. https://track.example.test/t/"
+    )

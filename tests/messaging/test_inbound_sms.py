@@ -442,6 +442,9 @@ async def test_unclear_twice_hands_the_choice_to_a_person(client, db, brand):
     )
     (choice,) = await stored_choices(db, opened.order_id)
     assert choice.state == "needs_person"
+    # The brand sees it on the order.
+    order = (await client.get("/api/v1/orders/1001", headers=brand.headers)).json()
+    assert [(c["line"], c["state"]) for c in order["choices"]] == [("1", "needs_person")]
     (escalated,) = await event_data(db, "choice_needs_person")
     assert escalated == {"choice": choice.id, "line": "1", "sku": "LAMP"}
     assert [r.outcome for r in await inbound_rows(db)] == ["unclear", "needs_person"]
