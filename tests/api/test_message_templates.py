@@ -16,7 +16,7 @@ PART = f"{API}/message-templates/backordered.sms.text"
 async def test_a_brand_sets_reads_lists_and_removes_its_wording(
     client: httpx.AsyncClient, brand: BrandKey, other_brand: BrandKey
 ) -> None:
-    source = "{{ brand.name }}: order {{ order.number }} is partly on backorder. {{ order.tracking_url }}"
+    source = "{{ brand.name }}: order {{ order.number }} waits for stock. {{ order.tracking_url }}"
     put = await client.put(PART, json={"source": source}, headers=brand.headers)
     assert put.status_code == 200, put.text
     assert put.json() == {"name": "backordered.sms.text", "source": source}
