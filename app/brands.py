@@ -14,7 +14,7 @@ from app.storage.schema import brands
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # Paths of our own that a brand slug must not shadow (`/{brand}/track`).
 RESERVED_SLUGS = frozenset(
-    {"api", "t", "static", "dev", "problems", "healthz", "themes", "hooks", "u", "b"}
+    {"api", "t", "static", "dev", "problems", "healthz", "themes", "hooks", "u", "b", "s"}
 )
 
 

@@ -117,6 +117,7 @@ async def load_context(
     tracking_url: str,
     now: dt.datetime,
     unsubscribe_url: str | None = None,
+    sms_url: str | None = None,
 ) -> MessageContext | None:
     """Build the template's view of a message; None when all its news was superseded."""
     order = (
@@ -234,6 +235,7 @@ async def load_context(
         order=OrderInfo(
             number=order.number,
             tracking_url=tracking_url,
+            sms_url=sms_url,
             customer_name=customer.name if customer is not None else None,
             lines=tuple(lines.values()),
             parcels=parcels,

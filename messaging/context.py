@@ -89,6 +89,7 @@ class OrderInfo:
     lines: tuple[LineInfo, ...]
     parcels: tuple[ParcelInfo, ...] = ()
     choices: tuple[ChoiceInfo, ...] = ()
+    sms_url: str | None = None  # the short link for SMS (/s/<code>); else SMS use tracking_url
 
 
 @dataclass(frozen=True)

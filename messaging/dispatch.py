@@ -229,7 +229,12 @@ class Dispatcher:
         brand = (await conn.execute(select(brands).where(brands.c.id == row.brand_id))).one()
         person = (
             await conn.execute(
-                select(customers.c.sms_consent, customers.c.email_consent, orders.c.tracking_token)
+                select(
+                    customers.c.sms_consent,
+                    customers.c.email_consent,
+                    orders.c.tracking_token,
+                    orders.c.sms_code,
+                )
                 .select_from(orders)
                 .outerjoin(customers, customers.c.id == orders.c.customer_id)
                 .where(orders.c.id == row.order_id)
@@ -286,7 +291,14 @@ class Dispatcher:
         if row.channel == "email" and triggers & OPTIONAL_EMAIL_TRIGGERS:
             unsubscribe = links.unsubscribe_url(public, self.link_secret, row.id)
         context = await load_context(
-            conn, row, news, self.themes, f"{public}/t/{person.tracking_token}", now, unsubscribe
+            conn,
+            row,
+            news,
+            self.themes,
+            f"{public}/t/{person.tracking_token}",
+            now,
+            unsubscribe,
+            sms_url=f"{public}/s/{person.sms_code}" if person.sms_code else None,
         )
         if context is None:
             return _Plan(row, "drop", reason="superseded")

@@ -494,6 +494,7 @@ def sample_context(trigger: str, locale: str = SOURCE_LOCALE) -> MessageContext:
     order = OrderInfo(
         number="1001",
         tracking_url="https://track.example/t/sample",
+        sms_url="https://track.example/s/sample",
         customer_name="Sam",
         lines=(LineInfo("1", "Canvas tote", 1, "shipped"), waiting),
         parcels=(ParcelInfo("P1", "ups", "1Z9", "in_transit", lines=(("Canvas tote", 1),)),),

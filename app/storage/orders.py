@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +40,8 @@ from app.storage.schema import order_lines, orders, shipment_lines, shipments, s
 
 UpsertOutcome = Literal["created", "updated", "unchanged"]
 TOKEN_BYTES = 24  # 192 random bits in every tracking link
+SMS_CODE_LENGTH = 12  # about 71 random bits in the short link an SMS carries
+SMS_CODE_ALPHABET = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,11 @@ async def load_state(
 # Writing ---------------------------------------------------------------------------------
 
 
+def new_sms_code() -> str:
+    """Draw the random code of an order's short SMS link."""
+    return "".join(secrets.choice(SMS_CODE_ALPHABET) for _ in range(SMS_CODE_LENGTH))
+
+
 async def insert_new(
     conn: AsyncConnection, brand_id: int, states: Sequence[OrderState], now: dt.datetime
 ) -> None:
@@ -143,6 +151,7 @@ async def insert_new(
                 "brand_id": brand_id,
                 "number": s.number,
                 "tracking_token": s.token,
+                "sms_code": new_sms_code(),
                 "version": 1,
                 "created_at": now,
                 "updated_at": now,

@@ -180,6 +180,8 @@ orders = Table(
     Column("shipping_city", String(100)),
     Column("shipping_postal_code", String(16)),
     Column("tracking_token", String(43), nullable=False, unique=True),
+    # The short link in SMS (/s/<code>); set on every new order, the long link stands in if not.
+    Column("sms_code", String(16), unique=True),
     Column("version", Integer, nullable=False, server_default="1"),
     *_timestamps(),
     UniqueConstraint("brand_id", "number"),

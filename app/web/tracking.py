@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,6 +37,8 @@ from app.web.security import NONCE_PLACEHOLDER, Signer, new_nonce, page_headers,
 STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 _FORM_LIMIT = 4096
 _KEEPALIVE_SECONDS = 15.0
+# Any code the column can hold; the shape only spares the database a lookup of junk.
+SMS_CODE_SHAPE = re.compile(r"^[A-Za-z0-9]{1,16}$")
 
 
 def _pages(request: Request) -> Pages:
@@ -167,6 +170,22 @@ async def tracking_page(request: Request) -> Response:
     # The render may have found a newer version than the cached meta knew.
     headers["ETag"] = f'W/"{meta.version}.{locale}.{brand.theme_key}.{today.isoformat()}.{BUILD}"'
     return HTMLResponse(html, headers=headers)
+
+
+async def short_link(request: Request) -> Response:
+    """Send an SMS's short link on to the tracking page it stands for."""
+    code = request.path_params["code"]
+    token = None
+    if SMS_CODE_SHAPE.match(code):
+        async with _services(request).db.read() as conn:
+            token = (
+                await conn.execute(select(orders.c.tracking_token).where(orders.c.sms_code == code))
+            ).scalar_one_or_none()
+    if token is None:
+        return await _message(request, None, 404, *NOT_FOUND)
+    # The Location carries the order's secret token: no cache along the way may keep it.
+    headers = {**plain_headers(), "Cache-Control": "no-store"}
+    return RedirectResponse(f"/t/{token}", status_code=302, headers=headers)
 
 
 def _unknown_link() -> Response:
@@ -492,5 +511,6 @@ def routes() -> list[BaseRoute]:
         Route("/t/{token}/events", tracking_events, methods=["GET"]),
         Route("/t/{token}/choices/{choice_id:int}", choose, methods=["POST"]),
         Route("/t/{token}", tracking_page, methods=["GET"]),
+        Route("/s/{code}", short_link, methods=["GET"]),
         Route("/{brand}/track", track, methods=["GET", "POST"]),
     ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
+from sqlalchemy import select
 
 from app.storage import schema
 from tests.api.helpers import (
@@ -119,6 +121,25 @@ async def test_tracking_tokens_differ_between_orders(client, brand):
         urls.add(response.json()["tracking_url"])
     assert len(urls) == 3
     assert all(TRACKING_URL.match(url) for url in urls)
+
+
+async def test_every_new_order_gets_its_own_short_sms_code(client, brand, db):
+    for number in ("A-1", "A-2"):
+        await client.post(f"{API}/orders", json=order(number), headers=brand.headers)
+    batch = {"orders": [order("B-1"), order("B-2"), order("B-3")]}
+    await client.post(f"{API}/orders/batch", json=batch, headers=brand.headers)
+    async with db.read() as conn:
+        codes = (
+            (
+                await conn.execute(
+                    select(schema.orders.c.sms_code).where(schema.orders.c.brand_id == brand.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(codes) == len(set(codes)) == 5
+    assert all(re.fullmatch(r"[A-Za-z0-9]{12}", code) for code in codes), codes
 
 
 async def test_batch_reports_created_updated_unchanged_in_request_order(client, brand, db):

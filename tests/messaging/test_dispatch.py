@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from app.settings import Settings
 from app.storage.database import Database
-from app.storage.schema import events, messages
+from app.storage.schema import events, messages, orders
 from messaging import consent
 from messaging.dispatch import Dispatcher
 from tests.eta.conftest import FixedClock
@@ -82,6 +82,14 @@ async def test_news_goes_out_once_with_exact_payloads(
     )
     assert sent["sms"]["content"]["body"] == sms.form["Body"]
     assert sent["sms"]["content"]["segments"] <= 2
+    # The SMS carries the short link, the email the tracking page's own.
+    async with db.read() as conn:
+        link = (await conn.execute(select(orders.c.sms_code, orders.c.tracking_token))).one()
+    assert f"https://track.example.test/s/{link.sms_code}" in sms.form["Body"]
+    assert "/t/" not in sms.form["Body"]
+    text = next(c["value"] for c in body["content"] if c["type"] == "text/plain")
+    assert f"https://track.example.test/t/{link.tracking_token}" in text
+    assert "/s/" not in text
 
     for message in sent.values():
         assert message["state"] == "sent"

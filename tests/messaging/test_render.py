@@ -35,6 +35,8 @@ from messaging.segments import count_segments, normalize_sms
 
 TOKEN = "q7Xv2LmN9pR4sT8wYz3Kb6Hc1Dj5Fg0A"  # 32 url-safe characters
 TRACKING_URL = "https://track.northwind.example/t/" + TOKEN
+CODE = "Xk3Qm9Rt2Wz7"  # 12 base62 characters: the short link's code
+SMS_URL = "https://track.northwind.example/s/" + CODE
 UNSUBSCRIBE_URL = "https://track.northwind.example/u/" + TOKEN
 TIMEZONE = "America/New_York"
 JACKET = "Alpine Pro Insulated Down Jacket, Size M, Charcoal"
@@ -113,6 +115,7 @@ def build_context(
     locale: str = "en",
     brand_name: str = "Northwind Outfitters",
     tracking_url: str = TRACKING_URL,
+    sms_url: str | None = SMS_URL,
     jacket: str = JACKET,
     data: dict[str, dict[str, Any]] | None = None,
     **options: Any,
@@ -187,6 +190,7 @@ def build_context(
     order = OrderInfo(
         number="NW-100234",
         tracking_url=tracking_url,
+        sms_url=sms_url,
         customer_name="Ana García",
         lines=lines,
         parcels=(parcel,),
@@ -310,6 +314,7 @@ def test_email_tells_the_news(renderer: MessageRenderer, trigger: str, locale: s
     for fact in [*email_facts, "NW-100234", TRACKING_URL, "help@northwind.example"]:
         assert flat(fact) in text, fact
         assert flat(str(escape(fact))) in html, fact
+    assert "/s/" not in email.text + email.html  # the short link is for SMS only
     assert f'lang="{locale}"' in email.html
     assert ('dir="rtl"' in email.html) is (locale == "ar")
     optional = trigger in OPTIONAL_EMAIL_TRIGGERS
@@ -327,7 +332,8 @@ def test_sms_tells_the_news(renderer: MessageRenderer, trigger: str, locale: str
     body = sms.body
     assert body.startswith("Northwind Outfitters:")
     assert "NW-100234" in body
-    assert body.splitlines()[-1] == TRACKING_URL  # the link comes last
+    assert body.splitlines()[-1] == SMS_URL  # the short link comes last
+    assert "/t/" not in body
     for fact in expected_facts(trigger, locale)[1]:
         assert sms_text(fact) in " ".join(body.split()), fact
     assert "  " not in body
@@ -347,7 +353,7 @@ def test_first_sms_ends_with_how_to_opt_out(renderer: MessageRenderer, trigger: 
     body = renderer.sms(build_context(trigger, locale=locale, first_sms=True)).body
     assert body.splitlines()[-1] == sms_text(say(locale, "Reply STOP to opt out."))
     assert "STOP" in body.splitlines()[-1]
-    assert body.splitlines()[-2] == TRACKING_URL
+    assert body.splitlines()[-2] == SMS_URL
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -367,7 +373,7 @@ def test_english_wording_of_the_key_messages(renderer: MessageRenderer):
         f"{JACKET} (order NW-100234) will arrive late.\n"
         "Reply by Dec 9, 11:59 PM: 1 A7 to keep waiting, 2 A7 for a similar item, 3 A7 for a "
         "refund.\n"
-        f"{TRACKING_URL}"
+        f"{SMS_URL}"
     )
     partial = renderer.sms(build_context("partial_shipment")).body
     assert "Part of order NW-100234 has shipped with UPS." in partial
@@ -375,6 +381,11 @@ def test_english_wording_of_the_key_messages(renderer: MessageRenderer):
     eta = renderer.email(build_context("eta_changed")).text
     assert "Now: Dec 3\u2009\u2013\u20097 (later than we said)" in eta
     assert "Before: Nov 28\u2009\u2013\u2009Dec 2" in eta
+
+
+def test_sms_without_a_short_link_carries_the_tracking_link(renderer: MessageRenderer):
+    body = renderer.sms(build_context("backordered", sms_url=None)).body
+    assert body.splitlines()[-1] == TRACKING_URL
 
 
 def test_choice_without_an_alternative_offers_two_options(renderer: MessageRenderer):
@@ -445,7 +456,7 @@ def test_coalesced_message_lists_every_change(renderer: MessageRenderer, locale:
     assert "1Z999AA10123456784" in email.html
     body = renderer.sms(ctx).body
     more = say_n(locale, "And one more update.", "And %(num)s more updates.", 2)
-    assert body.splitlines()[-2:] == [sms_text(more), TRACKING_URL]
+    assert body.splitlines()[-2:] == [sms_text(more), SMS_URL]
     if locale == "en":
         assert "And 2 more updates." in body
     # The SMS tells the lead news only.
@@ -499,6 +510,8 @@ def test_a_brand_override_replaces_the_default(renderer: MessageRenderer):
     sms = renderer.sms(build_context("eta_changed"), overrides)
     assert sms.body == f"Northwind Outfitters: fresh dates for NW-100234. {TRACKING_URL}"
     assert renderer.sms(build_context("eta_changed")).body != sms.body
+    short = {"eta_changed.sms.text": "{{ order.number }}: {{ order.sms_url }}"}
+    assert renderer.sms(build_context("eta_changed"), short).body == f"NW-100234: {SMS_URL}"
 
 
 def test_an_override_can_extend_the_default(renderer: MessageRenderer):

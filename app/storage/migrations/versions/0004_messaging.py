@@ -1,4 +1,4 @@
-"""messaging: outbox, news, statuses, consent, templates, webhooks, SMS replies
+"""messaging: outbox, news, statuses, consent, templates, webhooks, SMS replies, SMS links
 
 Revision ID: 0004
 Revises: 0003
@@ -355,8 +355,16 @@ def upgrade() -> None:
     with op.batch_alter_table("choices", schema=None) as batch_op:
         batch_op.add_column(sa.Column("short_ref", sa.String(length=8), nullable=True))
 
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sms_code", sa.String(length=16), nullable=True))
+        batch_op.create_unique_constraint(batch_op.f("uq_orders_sms_code"), ["sms_code"])
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("uq_orders_sms_code"), type_="unique")
+        batch_op.drop_column("sms_code")
+
     with op.batch_alter_table("choices", schema=None) as batch_op:
         batch_op.drop_column("short_ref")
 
