@@ -22,6 +22,7 @@ from app.storage.database import Database
 from app.storage.migrate import migrate
 from app.storage.schema import brands
 from messaging import simulate
+from messaging.worker import run_worker
 
 
 def _database(settings: Settings) -> Database:
@@ -102,8 +103,6 @@ async def _eta_recompute(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _worker(settings: Settings) -> None:
-    from messaging.worker import run_worker  # TEMP until providers/render land
-
     await _migrate(settings)
     db = _database(settings)
     try:

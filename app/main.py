@@ -30,6 +30,7 @@ from app.web import devhooks, devinbox, hooks, sms
 from app.web.pages import Pages
 from app.web.security import Signer
 from app.web.tracking import routes as web_routes
+from messaging.dispatch import Dispatcher
 
 log = logging.getLogger("whereabouts")
 
@@ -64,7 +65,7 @@ def create_app(
         stop = asyncio.Event()
         watcher: asyncio.Task[None] | None = None
         sender: asyncio.Task[None] | None = None
-        dispatcher: Any = None
+        dispatcher: Dispatcher | None = None
         # One secret for form tokens and message links, shared with the in-process worker.
         link_secret = settings.secret_key or secrets.token_hex(32)
         try:
@@ -80,8 +81,6 @@ def create_app(
                 watch = changes.watch_postgres(_asyncpg_dsn(settings), services.hub, stop)
             watcher = asyncio.create_task(watch)
             if settings.run_worker:
-                from messaging.dispatch import Dispatcher  # TEMP until providers/render land
-
                 dispatcher = Dispatcher(db, settings, clock, link_secret=link_secret)
                 sender = asyncio.create_task(dispatcher.run(stop))
             yield {

@@ -33,6 +33,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.settings import Settings
+from app.storage import choices as choice_store
 from app.storage import events
 from app.storage.database import Database
 from app.storage.schema import (
@@ -75,6 +76,7 @@ Clock = Callable[[], dt.datetime]
 # States that count against the daily cap: the message went, or may have.
 _COUNTED = ("sending", "sent", "delivered", "undelivered", "unknown")
 _ETA_TOPIC = "eta_updates"
+_DEADLINE_BATCH = 500
 
 
 @dataclass
@@ -145,7 +147,6 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Reap stale sends, apply due choice deadlines, then claim and process one batch."""
         now = self.clock()
-        await self.reap(now)
         await self._deadlines(now)
         claimed = await self.claim(now)
         if not claimed:
@@ -157,21 +158,20 @@ class Dispatcher:
         await self._record(list(zip(sending, results, strict=True)), self.clock())
         return len(claimed)
 
-    async def reap(self, now: dt.datetime) -> int:
+    async def _reap(self, conn: AsyncConnection, now: dt.datetime) -> int:
         """Mark sends whose lease ran out as `unknown`: their request may have left."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(messages)
-                .where(messages.c.state == "sending", messages.c.lease_until < now)
-                .values(
-                    state="unknown",
-                    error_code="lease_expired",
-                    error_detail="the worker stopped after the request may have left",
-                    lease_owner=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
+        result = await conn.execute(
+            update(messages)
+            .where(messages.c.state == "sending", messages.c.lease_until < now)
+            .values(
+                state="unknown",
+                error_code="lease_expired",
+                error_detail="the worker stopped after the request may have left",
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
             )
+        )
         return int(result.rowcount or 0)
 
     async def _deadlines(self, now: dt.datetime) -> None:
@@ -179,16 +179,13 @@ class Dispatcher:
         if self._deadlines_at is not None and now < self._deadlines_at:
             return
         self._deadlines_at = now + dt.timedelta(minutes=1)
-        from app.storage import choices as choice_store
-
-        apply = getattr(choice_store, "apply_deadlines", None)
-        if apply is None:
-            return
-        async with self.db.write() as conn:
-            await apply(conn, now)
+        applied = _DEADLINE_BATCH
+        while applied == _DEADLINE_BATCH:  # a long backlog goes in several short transactions
+            async with self.db.write() as conn:
+                applied = await choice_store.apply_deadlines(conn, now, _DEADLINE_BATCH)
 
     async def claim(self, now: dt.datetime) -> list[Any]:
-        """Lease a batch of due messages to this worker."""
+        """Lease a batch of due messages to this worker (after reaping stale sends)."""
         due = (
             select(messages.c.id)
             .where(
@@ -202,6 +199,7 @@ class Dispatcher:
         )
         lease = now + dt.timedelta(seconds=self.settings.worker_lease_seconds)
         async with self.db.write() as conn:
+            await self._reap(conn, now)
             rows = (
                 await conn.execute(
                     update(messages)
