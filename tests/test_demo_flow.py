@@ -35,7 +35,7 @@ def _until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         found = check()
         if found:
             return found
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll
     raise AssertionError("the demo did not get there in time")
 
 
@@ -112,7 +112,7 @@ def test_the_demo_shows_news_takes_a_reply_and_tells_the_brand(
         return fresh if {m["channel"] for m in fresh} == {"email", "sms"} else []
 
     fresh = _until(news)
-    time.sleep(1.0)  # a second look: nothing more arrives for the same change
+    time.sleep(1.0)  # poll: a second look, nothing more arrives for the same change
     assert len([m for m in _inbox(url) if m["id"] not in before]) == len(fresh) == 2
     email = next(m for m in fresh if m["channel"] == "email")
     assert "D-1006" in email["subject"]

@@ -90,7 +90,7 @@ class ServerThread:
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError("the server did not start in time")
-            time.sleep(0.005)
+            time.sleep(0.005)  # poll
         self._port = self._server.servers[0].sockets[0].getsockname()[1]
 
     def stop(self) -> None:
