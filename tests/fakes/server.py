@@ -271,7 +271,7 @@ class FakeService(Generic[R]):
         while time.monotonic() < deadline and not self._closing.is_set():
             if await request.is_disconnected():
                 return
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll
 
     async def _control_received(self, request: Request) -> Response:
         return JSONResponse([asdict(entry) for entry in self.received])

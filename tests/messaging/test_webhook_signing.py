@@ -84,7 +84,7 @@ class Receiver:
         while time.monotonic() < deadline:
             if await request.is_disconnected():
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll
         if not verified:
             return Response(status_code=401)
         return Response(status_code=self.status, headers=self.headers)

@@ -90,8 +90,10 @@ def _kill_and_restart(
         while _received(twilio, sendgrid) == before and time.monotonic() < deadline:
             if worker.poll() is not None:
                 pytest.fail(f"worker exited: {worker.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(0.02)  # poll
+        time.sleep(
+            rng.uniform(0.0, 0.3)
+        )  # poll: a deliberate pause, so kills land at random moments
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         worker.stderr.close()  # type: ignore[union-attr]
@@ -111,7 +113,7 @@ def _kill_and_restart(
             ).fetchone()[0]
         if pending == 0 and any("started" in line for line in list(lines)):
             break
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0, "".join(lines)[-2000:]
     reader.join(5)
