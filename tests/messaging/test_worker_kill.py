@@ -91,9 +91,8 @@ def _kill_and_restart(
             if worker.poll() is not None:
                 pytest.fail(f"worker exited: {worker.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             time.sleep(0.02)  # poll
-        time.sleep(
-            rng.uniform(0.0, 0.3)
-        )  # poll: a deliberate pause, so kills land at random moments
+        # A deliberate pause, so kills land at random moments of a batch.
+        time.sleep(rng.uniform(0.0, 0.3))  # poll
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         worker.stderr.close()  # type: ignore[union-attr]
