@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.storage import choices as choice_store
 from app.storage.database import Database
 from tests.eta.helpers import Api, backordered, in_stock
 from tests.messaging.conftest import START, outbox
@@ -162,3 +163,19 @@ async def test_a_late_carrier_date_is_a_delay(api: Api, db: Database) -> None:
 async def test_no_customer_contact_means_no_message(api: Api, db: Database) -> None:
     await api.place("A-3", [backordered("1", "LAMP")], customer={"id": "C-9", "name": "Anon"})
     assert await outbox(db) == []
+
+
+async def test_a_default_at_the_deadline_is_confirmed_to_the_shopper(
+    api: Api, db: Database, clock: Any
+) -> None:
+    await api.sku("LAMP", 0)
+    await api.supply("LAMP", "PO-1", 5, "2026-12-20")  # after the window: at risk at once
+    await api.place("A-9", [backordered("1", "LAMP")], customer=SHOPPER)
+    async with db.write() as conn:
+        applied = await choice_store.apply_deadlines(conn, clock.now + dt.timedelta(days=30))
+    assert applied == 1
+    email = [m for m in await outbox(db) if m["channel"] == "email"]
+    confirmed = [n for m in email for n in m["news"] if n["trigger"] == "choice_confirmed"]
+    assert len(confirmed) == 1
+    assert confirmed[0]["data"]["defaulted"] is True
+    assert confirmed[0]["data"]["decision"] == "keep"
