@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,13 +20,17 @@ from app.storage.schema import (
     brands,
     choices,
     customers,
+    message_news,
+    message_templates,
     messages,
     order_lines,
     orders,
     shipment_lines,
     shipments,
+    suppressions,
 )
 from app.themes.registry import Theme
+from messaging.consent import ALL
 from messaging.context import (
     TRIGGERS,
     BrandInfo,
@@ -36,6 +41,7 @@ from messaging.context import (
     OrderInfo,
     ParcelInfo,
 )
+from messaging.outbox import chunks
 
 _WAITING = frozenset({"backordered"})
 
@@ -109,180 +115,292 @@ def _status(lines: Mapping[str, LineInfo], ref: str) -> str | None:
     return None if line is None else line.status
 
 
-async def load_context(
-    conn: AsyncConnection,
-    message: Any,
-    news: Sequence[Any],
-    themes: Mapping[str, Theme],
-    tracking_url: str,
-    now: dt.datetime,
-    unsubscribe_url: str | None = None,
-    sms_url: str | None = None,
-) -> MessageContext | None:
-    """Build the template's view of a message; None when all its news was superseded."""
-    order = (
-        await conn.execute(
-            select(orders.c.id, orders.c.number, orders.c.customer_id).where(
-                orders.c.id == message.order_id
-            )
-        )
-    ).one()
-    brand = (await conn.execute(select(brands).where(brands.c.id == message.brand_id))).one()
-    customer = None
-    if order.customer_id is not None:
-        customer = (
-            await conn.execute(
-                select(customers.c.name, customers.c.phone).where(
-                    customers.c.id == order.customer_id
-                )
-            )
-        ).first()
-    line_rows = (
-        await conn.execute(
-            select(order_lines)
-            .where(order_lines.c.order_id == order.id)
-            .order_by(order_lines.c.position)
-        )
-    ).all()
-    lines = {
-        row.ref: LineInfo(
-            ref=row.ref,
-            title=row.title,
-            quantity=row.quantity,
-            status=row.status,
-            backorder_type=row.backorder_type,
-            ship_by=row.ship_by,
-            delivery_from=row.delivery_from,
-            delivery_to=row.delivery_to,
-            eta_reason=row.eta_reason,
-            queue_position=row.queue_position,
-        )
-        for row in line_rows
-    }
-    items = settle_news([NewsItem(row.trigger, row.subject, dict(row.data)) for row in news], lines)
-    if not items:
-        return None
-    titles = {row.id: row.title for row in line_rows}
-    contents: dict[int, list[tuple[str, int]]] = {}
-    for row in await conn.execute(
-        select(
-            shipment_lines.c.shipment_id, shipment_lines.c.order_line_id, shipment_lines.c.quantity
-        )
-        .join(shipments, shipments.c.id == shipment_lines.c.shipment_id)
-        .where(shipments.c.order_id == order.id)
-    ):
-        contents.setdefault(row.shipment_id, []).append((titles[row.order_line_id], row.quantity))
-    parcels = tuple(
-        ParcelInfo(
-            ref=row.ref,
-            carrier=row.carrier,
-            tracking_number=row.tracking_number,
-            status=row.status,
-            tracking_url=row.tracking_url,
-            promised_date=row.promised_date,
-            carrier_eta=row.carrier_eta,
-            lines=tuple(contents.get(row.id, ())),
-        )
+_SENT_OR_MAYBE = ("sending", "sent", "delivered", "undelivered", "unknown")
+
+
+@dataclass
+class Batch:
+    """What a batch of claimed messages needs from the database, read in a dozen queries.
+
+    `load` reads every brand, order, customer, piece of news, suppression, line, parcel,
+    choice and template override the batch touches with one IN query per table, so the
+    cost of a message no longer grows with the statements it needs. The getters answer per
+    message from memory; `context` builds what a template sees.
+    """
+
+    brands: dict[int, Any] = field(default_factory=dict)
+    orders: dict[int, Any] = field(default_factory=dict)
+    news: dict[int, list[Any]] = field(default_factory=dict)
+    suppressions: dict[tuple[int, str, str], dict[str, str]] = field(default_factory=dict)
+    sent: dict[tuple[int, str], list[dt.datetime]] = field(default_factory=dict)
+    lines: dict[int, list[Any]] = field(default_factory=dict)
+    parcels: dict[int, list[Any]] = field(default_factory=dict)
+    parcel_lines: dict[int, list[Any]] = field(default_factory=dict)
+    choices: dict[int, list[Any]] = field(default_factory=dict)
+    overrides: dict[int, dict[str, str]] = field(default_factory=dict)
+    texted: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+    open_choices: dict[tuple[int, str], set[int]] = field(default_factory=dict)
+
+    @classmethod
+    async def load(cls, conn: AsyncConnection, rows: Sequence[Any], since: dt.datetime) -> Batch:
+        """Read what `rows` (claimed email and SMS messages) need; `since` bounds the cap count."""
+        batch = cls()
+        if not rows:
+            return batch
+        ids = sorted({r.id for r in rows})
+        brand_ids = sorted({r.brand_id for r in rows})
+        order_ids = sorted({r.order_id for r in rows})
+        addresses = sorted({r.address for r in rows})
+        phones = sorted({r.address for r in rows if r.channel == "sms"})
+        for chunk in chunks(brand_ids):
+            for row in await conn.execute(select(brands).where(brands.c.id.in_(chunk))):
+                batch.brands[row.id] = row
+            for row in await conn.execute(
+                select(
+                    message_templates.c.brand_id,
+                    message_templates.c.name,
+                    message_templates.c.source,
+                ).where(message_templates.c.brand_id.in_(chunk))
+            ):
+                batch.overrides.setdefault(row.brand_id, {})[row.name] = row.source
+        for chunk in chunks(ids):
+            for row in await conn.execute(
+                select(message_news)
+                .where(message_news.c.message_id.in_(chunk))
+                .order_by(message_news.c.id)
+            ):
+                batch.news.setdefault(row.message_id, []).append(row)
+        for chunk in chunks(order_ids):
+            await batch._load_orders(conn, chunk, since)
+        for chunk in chunks(addresses):
+            for row in await conn.execute(
+                select(
+                    suppressions.c.brand_id,
+                    suppressions.c.channel,
+                    suppressions.c.address,
+                    suppressions.c.topic,
+                    suppressions.c.reason,
+                ).where(suppressions.c.brand_id.in_(brand_ids), suppressions.c.address.in_(chunk))
+            ):
+                key = (row.brand_id, row.channel, row.address)
+                batch.suppressions.setdefault(key, {})[row.topic] = row.reason
+        for chunk in chunks(phones):
+            await batch._load_phones(conn, brand_ids, chunk)
+        return batch
+
+    async def _load_orders(
+        self, conn: AsyncConnection, order_ids: Sequence[int], since: dt.datetime
+    ) -> None:
+        row: Any
         for row in await conn.execute(
-            select(shipments).where(shipments.c.order_id == order.id).order_by(shipments.c.id)
-        )
-    )
-    refs = {row.id: row.ref for row in line_rows}
-    choice_rows = (
-        await conn.execute(
-            select(choices).where(choices.c.order_id == order.id).order_by(choices.c.id)
-        )
-    ).all()
-    alternatives_by_sku: dict[str, str] = {}
-    for row in choice_rows:
-        for alt in row.alternatives or []:
-            alternatives_by_sku[str(alt.get("sku"))] = str(alt.get("title") or alt.get("sku"))
-    order_choices = tuple(
-        ChoiceInfo(
-            id=row.id,
-            line_ref=refs.get(row.order_line_id, ""),
-            line_title=titles.get(row.order_line_id, ""),
-            reason=row.reason,
-            state=row.state,
-            deadline=row.deadline,
-            default_action=row.default_action,
-            alternatives=tuple(row.alternatives or ()),
-            short_ref=row.short_ref,
-            decision=row.decision,
-            alternative_title=alternatives_by_sku.get(row.alternative_sku or ""),
-        )
-        for row in choice_rows
-    )
-    items = _fill(items, lines, order_choices)
-    theme = themes.get(brand.theme) or themes["default"]
-    tokens = {**theme.tokens, **(brand.theme_tokens or {})}
-    first_sms = False
-    several = False
-    if message.channel == "sms":
-        first_sms = not await _texted_before(conn, message.brand_id, message.address, message.id)
-        several = await _open_elsewhere(conn, message.brand_id, message.address, order.id)
-    return MessageContext(
-        brand=BrandInfo(
-            slug=brand.slug,
-            name=brand.name,
-            timezone=brand.timezone,
-            support_email=brand.support_email,
-            support_phone=brand.support_phone,
-            support_url=brand.support_url,
-            logo_url=brand.logo_url or tokens.get("logo") or None,
-            tokens={k: str(v) for k, v in tokens.items()},
-        ),
-        order=OrderInfo(
-            number=order.number,
-            tracking_url=tracking_url,
-            sms_url=sms_url,
-            customer_name=customer.name if customer is not None else None,
-            lines=tuple(lines.values()),
-            parcels=parcels,
-            choices=order_choices,
-        ),
-        news=tuple(items),
-        locale=message.locale,
-        timezone=message.timezone,
-        first_sms=first_sms,
-        several_orders=several,
-        unsubscribe_url=unsubscribe_url,
-        now=now,
-    )
-
-
-async def _texted_before(conn: AsyncConnection, brand_id: int, phone: str, message_id: int) -> bool:
-    """Tell whether this brand already sent (or may have sent) an SMS to the number."""
-    found = (
-        await conn.execute(
-            select(messages.c.id)
-            .where(
-                messages.c.brand_id == brand_id,
-                messages.c.channel == "sms",
-                messages.c.address == phone,
-                messages.c.id != message_id,
-                messages.c.state.in_(("sending", "sent", "delivered", "undelivered", "unknown")),
+            select(
+                orders.c.id,
+                orders.c.number,
+                orders.c.customer_id,
+                orders.c.tracking_token,
+                orders.c.sms_code,
+                customers.c.name,
+                customers.c.phone,
+                customers.c.sms_consent,
+                customers.c.email_consent,
             )
-            .limit(1)
-        )
-    ).first()
-    return found is not None
+            .select_from(orders)
+            .outerjoin(customers, customers.c.id == orders.c.customer_id)
+            .where(orders.c.id.in_(order_ids))
+        ):
+            self.orders[row.id] = row
+        for row in await conn.execute(
+            select(messages.c.order_id, messages.c.channel, messages.c.sent_at).where(
+                messages.c.order_id.in_(order_ids),
+                messages.c.state.in_(_SENT_OR_MAYBE),
+                messages.c.sent_at >= since,
+            )
+        ):
+            self.sent.setdefault((row.order_id, row.channel), []).append(row.sent_at)
+        for row in await conn.execute(
+            select(order_lines)
+            .where(order_lines.c.order_id.in_(order_ids))
+            .order_by(order_lines.c.order_id, order_lines.c.position)
+        ):
+            self.lines.setdefault(row.order_id, []).append(row)
+        for row in await conn.execute(
+            select(shipments).where(shipments.c.order_id.in_(order_ids)).order_by(shipments.c.id)
+        ):
+            self.parcels.setdefault(row.order_id, []).append(row)
+        for row in await conn.execute(
+            select(
+                shipments.c.order_id,
+                shipment_lines.c.shipment_id,
+                shipment_lines.c.order_line_id,
+                shipment_lines.c.quantity,
+            )
+            .join(shipments, shipments.c.id == shipment_lines.c.shipment_id)
+            .where(shipments.c.order_id.in_(order_ids))
+        ):
+            self.parcel_lines.setdefault(row.order_id, []).append(row)
+        for row in await conn.execute(
+            select(choices).where(choices.c.order_id.in_(order_ids)).order_by(choices.c.id)
+        ):
+            self.choices.setdefault(row.order_id, []).append(row)
 
-
-async def _open_elsewhere(conn: AsyncConnection, brand_id: int, phone: str, order_id: int) -> bool:
-    """Tell whether the number has choices open on another of the brand's orders."""
-    count = (
-        await conn.execute(
-            select(func.count())
-            .select_from(choices)
+    async def _load_phones(
+        self, conn: AsyncConnection, brand_ids: Sequence[int], phones: Sequence[str]
+    ) -> None:
+        """Who was texted before, and which numbers have choices open on which orders."""
+        row: Any
+        for row in await conn.execute(
+            select(
+                messages.c.brand_id,
+                messages.c.address,
+                func.min(messages.c.id).label("low"),
+                func.max(messages.c.id).label("high"),
+            )
+            .where(
+                messages.c.brand_id.in_(brand_ids),
+                messages.c.channel == "sms",
+                messages.c.address.in_(phones),
+                messages.c.state.in_(_SENT_OR_MAYBE),
+            )
+            .group_by(messages.c.brand_id, messages.c.address)
+        ):
+            self.texted[(row.brand_id, row.address)] = (row.low, row.high)
+        for row in await conn.execute(
+            select(choices.c.brand_id, customers.c.phone, choices.c.order_id)
             .join(orders, orders.c.id == choices.c.order_id)
             .join(customers, customers.c.id == orders.c.customer_id)
             .where(
-                choices.c.brand_id == brand_id,
+                choices.c.brand_id.in_(brand_ids),
                 choices.c.state == "open",
-                customers.c.phone == phone,
-                orders.c.id != order_id,
+                customers.c.phone.in_(phones),
             )
+        ):
+            self.open_choices.setdefault((row.brand_id, row.phone), set()).add(row.order_id)
+
+    def suppressed(self, message: Any, topic: str) -> str | None:
+        """Return why the message's address must not get the topic, or None when it may."""
+        found = self.suppressions.get((message.brand_id, message.channel, message.address), {})
+        return found.get(ALL) or found.get(topic)
+
+    def sent_since(self, message: Any, start: dt.datetime) -> int:
+        """Count the order's messages on this channel that went (or may have) since `start`."""
+        return sum(
+            1 for at in self.sent.get((message.order_id, message.channel), ()) if at >= start
         )
-    ).scalar_one()
-    return bool(count)
+
+    def texted_before(self, message: Any) -> bool:
+        """Tell whether the brand already sent (or may have sent) another SMS to the number."""
+        ids = self.texted.get((message.brand_id, message.address))
+        return ids is not None and ids != (message.id, message.id)
+
+    def open_elsewhere(self, message: Any) -> bool:
+        """Tell whether the number has choices open on another of the brand's orders."""
+        found = self.open_choices.get((message.brand_id, message.address), set())
+        return bool(found - {message.order_id})
+
+    def context(
+        self,
+        message: Any,
+        themes: Mapping[str, Theme],
+        tracking_url: str,
+        now: dt.datetime,
+        unsubscribe_url: str | None = None,
+        sms_url: str | None = None,
+    ) -> MessageContext | None:
+        """Build the template's view of a message; None when all its news was superseded."""
+        order = self.orders[message.order_id]
+        brand = self.brands[message.brand_id]
+        line_rows = self.lines.get(order.id, [])
+        lines = {
+            row.ref: LineInfo(
+                ref=row.ref,
+                title=row.title,
+                quantity=row.quantity,
+                status=row.status,
+                backorder_type=row.backorder_type,
+                ship_by=row.ship_by,
+                delivery_from=row.delivery_from,
+                delivery_to=row.delivery_to,
+                eta_reason=row.eta_reason,
+                queue_position=row.queue_position,
+            )
+            for row in line_rows
+        }
+        news = self.news.get(message.id, [])
+        items = settle_news(
+            [NewsItem(row.trigger, row.subject, dict(row.data)) for row in news], lines
+        )
+        if not items:
+            return None
+        titles = {row.id: row.title for row in line_rows}
+        contents: dict[int, list[tuple[str, int]]] = {}
+        for row in self.parcel_lines.get(order.id, []):
+            contents.setdefault(row.shipment_id, []).append(
+                (titles[row.order_line_id], row.quantity)
+            )
+        parcels = tuple(
+            ParcelInfo(
+                ref=row.ref,
+                carrier=row.carrier,
+                tracking_number=row.tracking_number,
+                status=row.status,
+                tracking_url=row.tracking_url,
+                promised_date=row.promised_date,
+                carrier_eta=row.carrier_eta,
+                lines=tuple(contents.get(row.id, ())),
+            )
+            for row in self.parcels.get(order.id, [])
+        )
+        refs = {row.id: row.ref for row in line_rows}
+        choice_rows = self.choices.get(order.id, [])
+        alternatives_by_sku: dict[str, str] = {}
+        for row in choice_rows:
+            for alt in row.alternatives or []:
+                alternatives_by_sku[str(alt.get("sku"))] = str(alt.get("title") or alt.get("sku"))
+        order_choices = tuple(
+            ChoiceInfo(
+                id=row.id,
+                line_ref=refs.get(row.order_line_id, ""),
+                line_title=titles.get(row.order_line_id, ""),
+                reason=row.reason,
+                state=row.state,
+                deadline=row.deadline,
+                default_action=row.default_action,
+                alternatives=tuple(row.alternatives or ()),
+                short_ref=row.short_ref,
+                decision=row.decision,
+                alternative_title=alternatives_by_sku.get(row.alternative_sku or ""),
+            )
+            for row in choice_rows
+        )
+        items = _fill(items, lines, order_choices)
+        theme = themes.get(brand.theme) or themes["default"]
+        tokens = {**theme.tokens, **(brand.theme_tokens or {})}
+        sms = message.channel == "sms"
+        return MessageContext(
+            brand=BrandInfo(
+                slug=brand.slug,
+                name=brand.name,
+                timezone=brand.timezone,
+                support_email=brand.support_email,
+                support_phone=brand.support_phone,
+                support_url=brand.support_url,
+                logo_url=brand.logo_url or tokens.get("logo") or None,
+                tokens={k: str(v) for k, v in tokens.items()},
+            ),
+            order=OrderInfo(
+                number=order.number,
+                tracking_url=tracking_url,
+                sms_url=sms_url,
+                customer_name=order.name if order.customer_id is not None else None,
+                lines=tuple(lines.values()),
+                parcels=parcels,
+                choices=order_choices,
+            ),
+            news=tuple(items),
+            locale=message.locale,
+            timezone=message.timezone,
+            first_sms=sms and not self.texted_before(message),
+            several_orders=sms and self.open_elsewhere(message),
+            unsubscribe_url=unsubscribe_url,
+            now=now,
+        )

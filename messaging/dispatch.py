@@ -37,16 +37,12 @@ from app.storage import choices as choice_store
 from app.storage import events
 from app.storage.database import Database
 from app.storage.schema import (
-    brands,
-    customers,
     message_news,
-    message_templates,
     messages,
-    orders,
 )
 from app.themes.registry import Theme, load_themes
 from messaging import consent, links, webhooks
-from messaging.compose import load_context
+from messaging.compose import Batch
 from messaging.context import OPTIONAL_EMAIL_TRIGGERS
 from messaging.outbox import open_key
 from messaging.providers import (
@@ -59,7 +55,7 @@ from messaging.providers import (
     build_email_provider,
     build_sms_provider,
 )
-from messaging.render import MessageRenderer
+from messaging.render import NO_OVERRIDES, MessageRenderer
 from messaging.schedule import (
     WEBHOOK_RETRY_WINDOW,
     day_start,
@@ -77,6 +73,8 @@ Clock = Callable[[], dt.datetime]
 _COUNTED = ("sending", "sent", "delivered", "undelivered", "unknown")
 _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
+# Messages sent since the earliest local midnight anywhere count against the daily cap.
+_CAP_LOOKBACK = dt.timedelta(days=2)
 
 
 @dataclass
@@ -87,6 +85,7 @@ class _Plan:
     action: str  # send | hold | suppress | drop | fail
     due: dt.datetime | None = None
     reason: str | None = None
+    detail: str | None = None
     content: dict[str, Any] | None = None
     outgoing: Email | Sms | None = None
     secrets: Sequence[str] = ()
@@ -151,7 +150,7 @@ class Dispatcher:
         claimed = await self.claim(now)
         if not claimed:
             return 0
-        plans = [await self._prepare(row, now) for row in claimed]
+        plans = await self._prepare_all(claimed, now)
         await self._settle(plans, now)
         sending = [p for p in plans if p.action == "send"]
         results = await asyncio.gather(*(self._send(p) for p in sending))
@@ -210,47 +209,44 @@ class Dispatcher:
             ).all()
         return sorted(rows, key=lambda r: (r.due_at, r.id))
 
-    async def _prepare(self, row: Any, now: dt.datetime) -> _Plan:
-        """Decide what to do with a claimed message, rendering it if it goes now."""
-        if row.channel == "webhook":
-            if now - row.created_at > WEBHOOK_RETRY_WINDOW:
-                return _Plan(row, "fail", reason="retry window of 24 hours ran out")
-            async with self.db.read() as conn:
-                keys = await webhooks.active_secrets(conn, row.endpoint_id, now)
-            if not keys:
-                return _Plan(row, "fail", reason="the endpoint is gone or disabled")
-            return _Plan(row, "send", content=row.content, secrets=keys)
+    async def _prepare_all(self, rows: Sequence[Any], now: dt.datetime) -> list[_Plan]:
+        """Read what the batch needs in one go, then decide (and render) each message."""
+        hooks = [r for r in rows if r.channel == "webhook"]
+        notices = [r for r in rows if r.channel != "webhook"]
+        keys: dict[int, list[str]] = {}
         async with self.db.read() as conn:
-            return await self._prepare_notice(conn, row, now)
+            for endpoint in sorted({r.endpoint_id for r in hooks}):
+                keys[endpoint] = await webhooks.active_secrets(conn, endpoint, now)
+            batch = await Batch.load(conn, notices, now - _CAP_LOOKBACK)
+        plans = []
+        for row in rows:
+            try:
+                if row.channel == "webhook":
+                    plans.append(self._prepare_webhook(row, keys.get(row.endpoint_id, []), now))
+                else:
+                    plans.append(self._prepare_notice(batch, row, now))
+            except Exception as error:  # a brand template that fails on this data, or a bug
+                log.exception("message %s could not be prepared", row.id)
+                detail = f"{type(error).__name__}: {error}"[:500]
+                plans.append(_Plan(row, "fail", reason="prepare_failed", detail=detail))
+        return plans
 
-    async def _prepare_notice(self, conn: AsyncConnection, row: Any, now: dt.datetime) -> _Plan:
-        brand = (await conn.execute(select(brands).where(brands.c.id == row.brand_id))).one()
-        person = (
-            await conn.execute(
-                select(
-                    customers.c.sms_consent,
-                    customers.c.email_consent,
-                    orders.c.tracking_token,
-                    orders.c.sms_code,
-                )
-                .select_from(orders)
-                .outerjoin(customers, customers.c.id == orders.c.customer_id)
-                .where(orders.c.id == row.order_id)
-            )
-        ).one()
-        news = (
-            await conn.execute(
-                select(message_news)
-                .where(message_news.c.message_id == row.id)
-                .order_by(message_news.c.id)
-            )
-        ).all()
+    def _prepare_webhook(self, row: Any, keys: Sequence[str], now: dt.datetime) -> _Plan:
+        if now - row.created_at > WEBHOOK_RETRY_WINDOW:
+            return _Plan(row, "fail", reason="retry window of 24 hours ran out")
+        if not keys:
+            return _Plan(row, "fail", reason="the endpoint is gone or disabled")
+        return _Plan(row, "send", content=row.content, secrets=keys)
+
+    def _prepare_notice(self, batch: Batch, row: Any, now: dt.datetime) -> _Plan:
+        """Decide what to do with a claimed email or SMS, rendering it if it goes now."""
+        brand = batch.brands[row.brand_id]
+        person = batch.orders[row.order_id]
+        news = batch.news.get(row.id, [])
         tz = zone(row.timezone, brand.timezone)
         triggers = {n.trigger for n in news}
         optional = bool(triggers) and triggers <= OPTIONAL_EMAIL_TRIGGERS
-        why = await consent.is_suppressed(
-            conn, row.brand_id, row.channel, row.address, _ETA_TOPIC if optional else "all"
-        )
+        why = batch.suppressed(row, _ETA_TOPIC if optional else consent.ALL)
         if row.channel == "sms" and not person.sms_consent:
             why = why or "no_sms_consent"
         if row.channel == "email" and optional and person.email_consent is False:
@@ -263,19 +259,7 @@ class Dispatcher:
             )
             if quiet is not None:
                 return _Plan(row, "hold", due=quiet, reason="quiet_hours")
-        went = (
-            await conn.execute(
-                select(func.count())
-                .select_from(messages)
-                .where(
-                    messages.c.order_id == row.order_id,
-                    messages.c.channel == row.channel,
-                    messages.c.state.in_(_COUNTED),
-                    messages.c.sent_at >= day_start(now, tz),
-                )
-            )
-        ).scalar_one()
-        if went >= brand.messages_per_order_per_day:
+        if batch.sent_since(row, day_start(now, tz)) >= brand.messages_per_order_per_day:
             due = next_day_start(now, tz)
             if row.channel == "sms":
                 start, end = (
@@ -288,10 +272,8 @@ class Dispatcher:
         unsubscribe = None
         if row.channel == "email" and triggers & OPTIONAL_EMAIL_TRIGGERS:
             unsubscribe = links.unsubscribe_url(public, self.link_secret, row.id)
-        context = await load_context(
-            conn,
+        context = batch.context(
             row,
-            news,
             self.themes,
             f"{public}/t/{person.tracking_token}",
             now,
@@ -300,14 +282,7 @@ class Dispatcher:
         )
         if context is None:
             return _Plan(row, "drop", reason="superseded")
-        overrides = {
-            r.name: r.source
-            for r in await conn.execute(
-                select(message_templates.c.name, message_templates.c.source).where(
-                    message_templates.c.brand_id == row.brand_id
-                )
-            )
-        }
+        overrides = batch.overrides.get(row.brand_id, NO_OVERRIDES)
         if row.channel == "sms":
             sms = self.renderer.sms(context, overrides)
             return _Plan(
@@ -383,7 +358,7 @@ class Dispatcher:
                         plan.action
                     ]
                     reason = plan.reason or plan.action
-                    await self._finish(conn, row, state, reason, reason, now)
+                    await self._finish(conn, row, state, reason, plan.detail or reason, now)
 
     async def _hold(
         self,

@@ -21,7 +21,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -76,10 +76,12 @@ class News:
     skip: frozenset[str] = frozenset()
 
 
+T = TypeVar("T")
 _CHUNK = 5_000  # ids per IN list (PostgreSQL's driver takes at most 32,767 parameters)
 
 
-def _chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+def chunks(ids: Sequence[T]) -> list[Sequence[T]]:
+    """Split ids into IN lists short enough for every driver."""
     return [ids[start : start + _CHUNK] for start in range(0, len(ids), _CHUNK)]
 
 
@@ -117,7 +119,7 @@ async def plan(
     events = [(o, t, _data(d)) for o, t, d in relevant]
     order_ids = sorted({o for o, _, _ in events if o is not None})
     numbers: dict[int, str] = {}
-    for chunk in _chunks(order_ids):
+    for chunk in chunks(order_ids):
         rows = await conn.execute(
             select(orders.c.id, orders.c.number).where(orders.c.id.in_(chunk))
         )
@@ -140,7 +142,7 @@ async def _news(
     unshipped: set[int] = set()
     if parcel_events:
         ids = sorted({e[0] for e in parcel_events if e[0] is not None})
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             for row in await conn.execute(
                 select(
                     shipments.c.order_id,
@@ -305,7 +307,7 @@ async def _file(conn: AsyncConnection, brand_id: int, news: list[News], now: dt.
     recipients: dict[int, _Recipient] = {}
     people = [
         row
-        for chunk in _chunks(order_ids)
+        for chunk in chunks(order_ids)
         for row in await conn.execute(
             select(
                 orders.c.id,

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from app.settings import Settings
 from app.storage.database import Database
-from app.storage.schema import events, messages, orders
+from app.storage.schema import events, message_templates, messages, orders
 from messaging import consent
 from messaging.dispatch import Dispatcher
 from tests.eta.conftest import FixedClock
@@ -428,3 +428,69 @@ async def test_the_brands_own_wording_is_what_goes_out(
     assert sms.form["Body"].startswith(
         "Acme here: order A-1 has a wait. https://track.example.test/t/"
     )
+
+
+async def test_one_batch_of_two_brands_keeps_each_brands_wording_and_opt_outs(
+    api: Api,
+    client: Any,
+    db: Database,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    twilio: FakeTwilio,
+    brand: Any,
+    other_brand: Any,
+) -> None:
+    # The batch is read in one go; nothing of one brand may leak into the other's messages.
+    other = Api(client, other_brand)
+    source = "{{ brand.name }} says: order {{ order.number }} waits. {{ order.sms_url }}"
+    await api.call("PUT", "/message-templates/backordered.sms.text", {"source": source})
+    await _place(api)
+    await _place(other, "G-1")
+    async with db.write() as conn:  # the same number opted out of the other brand only
+        await consent.suppress(conn, other_brand.id, "sms", "+14155550123", "stop", clock.now)
+    clock.advance(minutes=11)
+    assert await dispatcher.run_once() == 4
+    states = {(m["brand_id"], m["channel"]): m["state"] for m in await outbox(db)}
+    assert states == {
+        (brand.id, "email"): "sent",
+        (brand.id, "sms"): "sent",
+        (other_brand.id, "email"): "sent",
+        (other_brand.id, "sms"): "suppressed",
+    }
+    (sms,) = twilio.received
+    assert sms.form["Body"].startswith("Acme says: order A-1 waits. https://track.example.test/s/")
+
+
+async def test_a_stored_template_that_fails_on_real_data_fails_its_message_only(
+    api: Api,
+    db: Database,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+    brand: Any,
+) -> None:
+    await _place(api)
+    await api.place(
+        "A-2", [backordered("1", "LAMP")], customer={**SHOPPER, "phone": "+14155550777"}
+    )
+    async with db.write() as conn:  # stored before today's checks, or broken by odd data
+        await conn.execute(
+            message_templates.insert().values(
+                brand_id=brand.id,
+                name="backordered.sms.text",
+                source="{{ order.number }}"
+                '{% if order.number == "A-1" %}{{ 1 // (order.number|length - 3) }}{% endif %}',
+                created_at=clock.now,
+                updated_at=clock.now,
+            )
+        )
+    clock.advance(minutes=11)
+    await dispatcher.run_once()
+    sms = {m["address"]: m for m in await outbox(db) if m["channel"] == "sms"}
+    failed = sms[SHOPPER["phone"]]  # for A-1 the template divides by zero
+    assert (failed["state"], failed["error_code"]) == ("failed", "prepare_failed")
+    assert "ZeroDivisionError" in failed["error_detail"]
+    assert sms["+14155550777"]["state"] == "sent"
+    assert [r.form["Body"].split()[0] for r in twilio.received] == ["A-2"]
+    assert len(sendgrid.received) == 2
