@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.schema import (
@@ -118,6 +118,13 @@ def _status(lines: Mapping[str, LineInfo], ref: str) -> str | None:
 _SENT_OR_MAYBE = ("sending", "sent", "delivered", "undelivered", "unknown")
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """Read back a computed timestamp (no column type to convert it) as aware UTC."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
 @dataclass
 class Batch:
     """What a batch of claimed messages needs from the database, read in a dozen queries.
@@ -210,13 +217,17 @@ class Batch:
         ):
             self.orders[row.id] = row
         for row in await conn.execute(
-            select(messages.c.order_id, messages.c.channel, messages.c.sent_at).where(
+            select(
+                messages.c.order_id,
+                messages.c.channel,
+                func.coalesce(messages.c.sent_at, messages.c.updated_at).label("at"),
+            ).where(
                 messages.c.order_id.in_(order_ids),
                 messages.c.state.in_(_SENT_OR_MAYBE),
-                messages.c.sent_at >= since,
+                or_(messages.c.sent_at >= since, messages.c.state == "sending"),
             )
         ):
-            self.sent.setdefault((row.order_id, row.channel), []).append(row.sent_at)
+            self.sent.setdefault((row.order_id, row.channel), []).append(_utc(row.at))
         for row in await conn.execute(
             select(order_lines)
             .where(order_lines.c.order_id.in_(order_ids))
@@ -286,6 +297,10 @@ class Batch:
         return sum(
             1 for at in self.sent.get((message.order_id, message.channel), ()) if at >= start
         )
+
+    def going(self, message: Any, now: dt.datetime) -> None:
+        """Count a message of this batch that goes now against its order's cap."""
+        self.sent.setdefault((message.order_id, message.channel), []).append(now)
 
     def texted_before(self, message: Any) -> bool:
         """Tell whether the brand already sent (or may have sent) another SMS to the number."""

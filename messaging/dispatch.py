@@ -75,6 +75,7 @@ _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
 _CAP_LOOKBACK = dt.timedelta(days=2)
+_PIPELINE = 2  # batches in flight at once in `run`
 
 
 @dataclass
@@ -132,30 +133,63 @@ class Dispatcher:
         await self.http.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send until `stop` is set; the batch in hand is finished first."""
-        while not stop.is_set():
-            try:
-                done = await self.run_once()
-            except Exception:
-                log.exception("dispatch batch failed; retrying after a pause")
-                done = 0
-            if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.worker_poll_seconds)
+        """Send until `stop` is set; batches in flight are finished (sent and recorded) first.
+
+        Batches overlap: while one batch's requests are out, the next is claimed, read,
+        rendered and marked `sending`. At most `_PIPELINE` batches are in flight, and the
+        semaphore keeps the requests out at once to WORKER_CONCURRENCY across them.
+        """
+        flying: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                try:
+                    claimed, sends = await self._start(self.clock())
+                except Exception:
+                    log.exception("dispatch batch failed; retrying after a pause")
+                    claimed, sends = 0, None
+                if sends is not None:
+                    flying.add(sends)
+                    sends.add_done_callback(flying.discard)
+                if len(flying) >= _PIPELINE:
+                    await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                if claimed == 0:
+                    if flying:  # news may be due again once these are recorded
+                        await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.worker_poll_seconds)
+        finally:
+            if flying:
+                await asyncio.wait(flying)
 
     async def run_once(self) -> int:
-        """Reap stale sends, apply due choice deadlines, then claim and process one batch."""
-        now = self.clock()
+        """Reap stale sends, apply due choice deadlines, then claim and finish one batch."""
+        claimed, sends = await self._start(self.clock())
+        if sends is not None:
+            await sends
+        return claimed
+
+    async def _start(self, now: dt.datetime) -> tuple[int, asyncio.Task[None] | None]:
+        """Claim, prepare and settle a batch; return how many were claimed and its sends."""
         await self._deadlines(now)
         claimed = await self.claim(now)
         if not claimed:
-            return 0
+            return 0, None
         plans = await self._prepare_all(claimed, now)
         await self._settle(plans, now)
         sending = [p for p in plans if p.action == "send"]
+        if not sending:
+            return len(claimed), None
+        return len(claimed), asyncio.create_task(self._send_all(sending))
+
+    async def _send_all(self, sending: list[_Plan]) -> None:
+        """Make the batch's requests and record what each came to."""
         results = await asyncio.gather(*(self._send(p) for p in sending))
-        await self._record(list(zip(sending, results, strict=True)), self.clock())
-        return len(claimed)
+        try:
+            await self._record(list(zip(sending, results, strict=True)), self.clock())
+        except Exception:
+            # The rows stay `sending`; when their lease runs out they become `unknown`.
+            log.exception("recording %d sends failed", len(sending))
 
     async def _reap(self, conn: AsyncConnection, now: dt.datetime) -> int:
         """Mark sends whose lease ran out as `unknown`: their request may have left."""
@@ -225,6 +259,8 @@ class Dispatcher:
                     plans.append(self._prepare_webhook(row, keys.get(row.endpoint_id, []), now))
                 else:
                     plans.append(self._prepare_notice(batch, row, now))
+                    if plans[-1].action == "send":
+                        batch.going(row, now)
             except Exception as error:  # a brand template that fails on this data, or a bug
                 log.exception("message %s could not be prepared", row.id)
                 detail = f"{type(error).__name__}: {error}"[:500]
@@ -335,23 +371,35 @@ class Dispatcher:
     async def _settle(self, plans: list[_Plan], now: dt.datetime) -> None:
         """Store every decision; mark the sends `sending` before any request leaves."""
         lease = now + dt.timedelta(seconds=self.settings.worker_lease_seconds)
+        sends = [
+            {
+                "_id": plan.row.id,
+                "_content": plan.content,
+                "_provider": self._provider_name(plan.row.channel),
+            }
+            for plan in plans
+            if plan.action == "send"
+        ]
         async with self.db.write() as conn:
+            if sends:
+                await conn.execute(
+                    update(messages)
+                    .where(messages.c.id == bindparam("_id"))
+                    .values(
+                        state="sending",
+                        content=bindparam("_content", type_=messages.c.content.type),
+                        attempts=messages.c.attempts + 1,
+                        provider=bindparam("_provider"),
+                        lease_until=lease,
+                        updated_at=now,
+                    ),
+                    sends,
+                )
             for plan in plans:
                 row = plan.row
                 if plan.action == "send":
-                    await conn.execute(
-                        update(messages)
-                        .where(messages.c.id == row.id)
-                        .values(
-                            state="sending",
-                            content=plan.content,
-                            attempts=messages.c.attempts + 1,
-                            provider=self._provider_name(row.channel),
-                            lease_until=lease,
-                            updated_at=now,
-                        )
-                    )
-                elif plan.action == "hold":
+                    continue
+                if plan.action == "hold":
                     await self._hold(conn, row, plan.due or now, plan.reason, now)
                 else:
                     state = {"suppress": "suppressed", "drop": "dropped", "fail": "failed"}[
