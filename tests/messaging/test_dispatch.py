@@ -494,3 +494,38 @@ async def test_a_stored_template_that_fails_on_real_data_fails_its_message_only(
     assert sms["+14155550777"]["state"] == "sent"
     assert [r.form["Body"].split()[0] for r in twilio.received] == ["A-2"]
     assert len(sendgrid.received) == 2
+
+
+async def test_run_overlaps_batches_and_finishes_the_ones_in_flight_when_stopped(
+    api: Api,
+    db: Database,
+    settings: Settings,
+    clock: FixedClock,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+) -> None:
+    await _place(api)
+    for n in range(2, 6):
+        phone = f"+1415555070{n}"
+        await api.place(f"A-{n}", [backordered("1", "LAMP")], customer={**SHOPPER, "phone": phone})
+    clock.advance(minutes=11)
+    # Two messages a batch: five batches; the first batch's SMS hangs a while, so the next
+    # batches are claimed, rendered and sent while it is still out.
+    sender = make_dispatcher(
+        db, dataclasses.replace(settings, worker_batch=2), clock, twilio, sendgrid
+    )
+    twilio.fail_next(Fault.hang(0.8))
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    while len(sendgrid.received) + len(twilio.received) < 9:
+        await asyncio.sleep(0.01)  # poll
+    states = {m["state"] for m in await outbox(db)}
+    assert "sending" in states  # the hung SMS is still out while the others went
+    stop.set()
+    await running  # returns only once the hung request is answered and recorded
+    await sender.aclose()
+    rows = await outbox(db)
+    assert [m["state"] for m in rows] == ["sent"] * 10
+    assert sorted(r.message_id for r in twilio.received + sendgrid.received) == sorted(
+        m["id"] for m in rows
+    )
