@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from app.services import Clock, Services, utc_now
 from app.settings import Settings
 from app.storage import changes
 from app.storage.database import Database, async_url
+from app.storage.instance import LINK_SECRET, shared_secret
 from app.storage.migrate import migrate
 from app.web import devhooks, devinbox, hooks, sms
 from app.web.pages import Pages
@@ -66,11 +66,12 @@ def create_app(
         watcher: asyncio.Task[None] | None = None
         sender: asyncio.Task[None] | None = None
         dispatcher: Dispatcher | None = None
-        # One secret for form tokens and message links, shared with the in-process worker.
-        link_secret = settings.secret_key or secrets.token_hex(32)
         try:
             if migrate_on_start:
                 await migrate(db)
+            # One secret for form tokens and message links, shared with every worker and web
+            # process (through the database when SECRET_KEY is not set) and across restarts.
+            link_secret = settings.secret_key or await shared_secret(db, LINK_SECRET, clock())
             services = Services(settings=settings, db=db, clock=clock)
             pages = Pages(services)
             services.hub.add_listener(pages.on_change)

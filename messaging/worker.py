@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import signal
 
 from app.services import utc_now
 from app.settings import Settings
 from app.storage.database import Database
+from app.storage.instance import LINK_SECRET, shared_secret
 from messaging.dispatch import Dispatcher
 
 log = logging.getLogger("whereabouts.worker")
@@ -25,12 +25,9 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Without SECRET_KEY, unsubscribe links would only verify in this process: say so.
-    if not settings.secret_key:
-        log.warning("SECRET_KEY is empty: unsubscribe links made here verify only in this process")
-    dispatcher = Dispatcher(
-        db, settings, utc_now, link_secret=settings.secret_key or secrets.token_hex(32)
-    )
+    # Without SECRET_KEY, the key every process shares through the database signs the links.
+    link_secret = settings.secret_key or await shared_secret(db, LINK_SECRET, utc_now())
+    dispatcher = Dispatcher(db, settings, utc_now, link_secret=link_secret)
     log.info("worker %s started", dispatcher.name)
     try:
         await dispatcher.run(stop)

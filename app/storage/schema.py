@@ -594,3 +594,13 @@ sms_conversations = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("brand_id", "phone"),
 )
+
+# Secrets the service makes for itself and every process shares through the database: the key
+# that signs form tokens and message links when SECRET_KEY is not set.
+instance_secrets = Table(
+    "instance_secrets",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", String(128), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
