@@ -21,14 +21,14 @@ import threading
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import css_inline
 from babel import Locale
-from babel.dates import format_time
+from babel.dates import format_interval, format_time
 from jinja2 import (
     BaseLoader,
     BytecodeCache,
@@ -73,6 +73,12 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 # A date abbreviation ("déc.", "Nov.") at the end of a sentence already carries its period.
 _DOUBLE_PERIOD = re.compile(r"(?<=\w)\.\.(?=\s|<|$)")
 _PENDING = frozenset({"backordered", "in_stock"})
+_END_OF_DAY = dt.time(23, 59)  # a choice deadline is the last second of a day
+# SMS spellings that keep a GSM-7 language in the GSM-7 alphabet. French "août" loses its
+# circumflex as the 1990 spelling reform allows ("aout"): one û would make the SMS UCS-2.
+_SMS_SPELLINGS: Mapping[str, tuple[tuple[str, str], ...]] = {
+    "fr": (("août", "aout"), ("Août", "Aout")),
+}
 
 
 class TemplateProblem(ValueError):
@@ -149,6 +155,64 @@ class MessageFormatter(Formatter):
         )
 
 
+@dataclass(frozen=True)
+class SmsFormatter(MessageFormatter):
+    """Dates as an SMS writes them: in the SMS alphabet where the language allows, brief on demand.
+
+    Brief dates leave out what the reader supplies: the years of a range (it is weeks ahead, not
+    a year) and the time of a deadline at the very end of the shopper's day ("by Dec 9").
+    """
+
+    brief: bool = False
+
+    def date(self, value: dt.date) -> str:
+        return _spell(self.locale, super().date(value))
+
+    def short_date(self, value: dt.date) -> str:
+        return _spell(self.locale, super().short_date(value))
+
+    def date_range(self, start: dt.date, end: dt.date) -> str:
+        if self.brief:
+            return _spell(self.locale, format_interval(start, end, "MMMd", locale=self.locale))
+        return _spell(self.locale, super().date_range(start, end))
+
+    def moment(self, value: dt.datetime) -> str:
+        return _spell(self.locale, super().moment(value))
+
+    def short_moment(self, value: dt.datetime) -> str:
+        local = value.astimezone(self.timezone)
+        if self.brief and local.time() >= _END_OF_DAY:
+            return self.short_date(local.date())
+        return _spell(self.locale, super().short_moment(value))
+
+
+@dataclass(frozen=True)
+class Room:
+    """What an SMS keeps; the renderer gives up the least it can to fit two segments.
+
+    `brief` picks the brief wording: the order number and secondary details are left to the link
+    (the page has them all), dates are brief. Without `titles` a choice names "an item"; without
+    `refs` the reply options do not name the choice's short ref (a bare "1" from a number with
+    several orders open gets a question back: which order?).
+    """
+
+    brief: bool = False
+    titles: bool = True
+    refs: bool = True
+
+
+FULL = Room()
+# Least loss first. A short ref outweighs a title (without it a reply costs another exchange),
+# but once the refs are gone the titles may fit again.
+_LADDER = (
+    FULL,
+    Room(brief=True),
+    Room(brief=True, titles=False),
+    Room(brief=True, refs=False),
+    Room(brief=True, titles=False, refs=False),
+)
+
+
 class Clip:
     """Shorten product titles in an SMS once the renderer has had to pick a room for them."""
 
@@ -219,35 +283,89 @@ class MessageRenderer:
         return RenderedEmail(subject=subject, text=text.strip() + "\n", html=html)
 
     def sms(self, ctx: MessageContext, overrides: Mapping[str, str] = NO_OVERRIDES) -> RenderedSms:
-        """Render the SMS, clipping product titles as little as needed to save segments."""
+        """Render the SMS, giving up as little as it can (title length, then detail) to fit.
+
+        The ladder, least loss first: the full wording, the brief wording, a choice without its
+        titles, replies without the short ref (with titles, then without); at each step titles
+        are clipped as little as needed, never below MIN_TITLE_ROOM. The first rendering in two
+        segments wins; when none fits, the first that reaches the fewest segments any step can.
+        """
         env, values = self._prepare(ctx, overrides)
         name = f"{ctx.lead.trigger}.sms.text"
+        lead: Story = values["lead"]
+        fmt: MessageFormatter = values["fmt"]
+        formatters = {
+            brief: SmsFormatter(fmt.locale, fmt.timezone, brief=brief) for brief in (False, True)
+        }
+        bare = lead
+        if lead.choice and lead.replies != _replies(lead.choice, several_orders=False):
+            bare = replace(lead, replies=_replies(lead.choice, several_orders=False))
 
-        def attempt(room: int | None) -> tuple[RenderedSms, list[int]]:
-            clip = values["clip"] = Clip(room)
-            body = _tidy_sms(normalize_sms(self._render(env, name, values)))
+        tried: dict[tuple[Room, int | None], tuple[RenderedSms, list[int]]] = {}
+
+        def attempt(room: Room, width: int | None) -> tuple[RenderedSms, list[int]]:
+            if (room, width) in tried:
+                return tried[room, width]
+            story = lead if room.refs else bare
+            clip = Clip(width)
+            body = self._render(
+                env,
+                name,
+                {
+                    **values,
+                    "room": room,
+                    "clip": clip,
+                    "fmt": formatters[room.brief],
+                    "lead": story,
+                    "stories": (story, *values["stories"][1:]),
+                },
+            )
+            body = _tidy_sms(normalize_sms(body))
             count = count_segments(body)
             sms = RenderedSms(body, count.segments, count.encoding, count.units)
+            tried[room, width] = sms, clip.lengths
             return sms, clip.lengths
 
-        full, titles = attempt(None)
-        if full.segments <= SMS_MAX_SEGMENTS or max(titles, default=0) <= MIN_TITLE_ROOM:
-            return full
-        # Aim for two segments, or for the fewest the shortest titles allow; then find the
-        # longest titles that still reach that (a binary search: a few renders at most).
-        shortest, _ = attempt(MIN_TITLE_ROOM)
-        target = max(SMS_MAX_SEGMENTS, shortest.segments)
-        if full.segments <= target:
-            return full
-        best, fits, too_long = shortest, MIN_TITLE_ROOM, max(titles)
-        while too_long - fits > 1:
-            room = (fits + too_long) // 2
-            sms, _ = attempt(room)
-            if sms.segments <= target:
-                best, fits = sms, room
-            else:
-                too_long = room
-        return best
+        def fit(target: int) -> tuple[RenderedSms | None, RenderedSms]:
+            """Return the first rendering in `target` segments (if any), and the first shortest."""
+            shortest: RenderedSms | None = None
+            seen: set[str] = set()
+            for room in _LADDER:
+                if (not room.titles and not lead.choice) or (not room.refs and bare is lead):
+                    continue  # only a choice names "an item"; only a short ref can be left out
+                sms, titles = attempt(room, None)
+                if sms.body in seen:
+                    continue  # the template gives nothing up at this step (a brand's own, say)
+                seen.add(sms.body)
+                if shortest is None or sms.segments < shortest.segments:
+                    shortest = sms
+                if sms.segments <= target:
+                    return sms, shortest
+                longest = max(titles, default=0)
+                if longest <= MIN_TITLE_ROOM:
+                    continue
+                clipped, _ = attempt(room, MIN_TITLE_ROOM)
+                if clipped.segments < shortest.segments:
+                    shortest = clipped
+                if clipped.segments > target:
+                    continue
+                # The longest titles that still fit: a binary search, a few renders at most.
+                best, fits, too_long = clipped, MIN_TITLE_ROOM, longest
+                while too_long - fits > 1:
+                    width = (fits + too_long) // 2
+                    sms, _ = attempt(room, width)
+                    if sms.segments <= target:
+                        best, fits = sms, width
+                    else:
+                        too_long = width
+                return best, shortest
+            assert shortest is not None  # FULL is always tried
+            return None, shortest
+
+        found, shortest = fit(SMS_MAX_SEGMENTS)
+        if found is None:  # too long even at its briefest: aim for the fewest segments it can
+            found = fit(shortest.segments)[0] or shortest
+        return found
 
     def check_override(self, name: str, source: str) -> None:
         """Reject a brand template that is unknown, does not compile or breaks the sandbox."""
@@ -295,6 +413,7 @@ class MessageRenderer:
             if any(item.trigger in OPTIONAL_EMAIL_TRIGGERS for item in ctx.news)
             else None,
             "clip": Clip(),
+            "room": FULL,
         }
         return self._environment(locale, overrides), values
 
@@ -351,13 +470,21 @@ class MessageRenderer:
             raise TemplateProblem(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
+def _spell(locale: str, text: str) -> str:
+    for word, spelling in _SMS_SPELLINGS.get(locale, ()):
+        text = text.replace(word, spelling)
+    return text
+
+
 def _periods(text: str) -> str:
     return _DOUBLE_PERIOD.sub(".", text)
 
 
 def _tidy_sms(text: str) -> str:
     """Collapse the blank runs a template leaves: one space between words, one newline at most."""
-    lines = (" ".join(line.split()) for line in _periods(text).splitlines())
+    # A clipped title ends a sentence with its own "...": the sentence's period goes.
+    text = _periods(text).replace("....", "...")
+    lines = (" ".join(line.split()) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 
 

@@ -1,18 +1,27 @@
 """Every shipped SMS, in every locale, with long realistic data, fits in two segments.
 
 Realistic data: a 20-character brand name, the short link on a 23-character public host with
-its 12-character code, the opt-out line of a first SMS and the short ref of a shopper with
-several orders open. A stress test adds a 25-character brand, a longer host and two more
-updates. Arabic is UCS-2, with 134 code units in two segments: the brand, the short link and
-the opt-out line take 88, which leaves 46 for the news. Most first Arabic SMS need a third
-segment (`ARABIC_FIRST_OVER`), as do a few later ones (`ARABIC_LATER_OVER`); the tests pin
-both lists, so a list that is no longer true fails.
+its 12-character code, the short ref of a shopper with several orders open, and the opt-out line
+of a first SMS (every case is checked as a first SMS and as a later one). Dates fall in November
+to January and in August, where French "août" would cost a GSM-7 message its alphabet: an SMS
+spells it "aout" (the 1990 spelling), so every English, Spanish, French and German SMS stays
+GSM-7. A stress test adds a 25-character brand, a longer host and two more updates.
+
+Arabic is UCS-2: 134 code units in two segments, of which the brand line and the short link take
+69. Where the full wording does not fit, the renderer gives up the least it can
+(`MessageRenderer.sms`): the brief wording (the order number and secondary details left to the
+link), then a choice's product titles, then its short refs. One SMS cannot fit: a choice that is
+the first SMS a number gets from the brand. Its opt-out line leaves 45 units for the news, the
+deadline and the three replies, whose briefest Arabic takes 57 ("سيتأخر منتج." and "رد حتى 9
+ديسمبر: 1 انتظار، 2 بديل، 3 استرداد."), so it pays for a third segment and keeps its full wording.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
+import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +29,17 @@ import pytest
 
 from app.i18n import LOCALES
 from messaging.context import MessageContext
-from messaging.render import MessageRenderer, RenderedSms
-from messaging.segments import count_segments, normalize_sms
-from tests.messaging.test_render import CODE, SMS_URL, build_context, news_data
+from messaging.render import MessageRenderer, RenderedSms, SmsFormatter
+from messaging.segments import count_segments, is_gsm7, normalize_sms
+from tests.messaging.test_render import (
+    CODE,
+    SMS_URL,
+    TIMEZONE,
+    build_context,
+    news_data,
+    say,
+    sms_text,
+)
 
 BRAND = "Northwind Outfitters"  # 20 characters
 LONG_BRAND = "Northwind Outfitters Ltd."  # 25 characters
@@ -66,6 +83,29 @@ def eta_move(
         ]
     }
 
+
+def in_august(ctx: MessageContext) -> MessageContext:
+    """Move the backordered lines' dates to August (the month French spells with a û)."""
+    dates = {
+        "3": (dt.date(2026, 8, 3), dt.date(2026, 8, 5), dt.date(2026, 8, 11)),
+        "4": (dt.date(2026, 8, 10), dt.date(2026, 8, 12), dt.date(2026, 8, 18)),
+    }
+    lines = tuple(
+        dataclasses.replace(
+            line,
+            ship_by=dates[line.ref][0],
+            delivery_from=dates[line.ref][1],
+            delivery_to=dates[line.ref][2],
+        )
+        if line.ref in dates
+        else line
+        for line in ctx.order.lines
+    )
+    return dataclasses.replace(ctx, order=dataclasses.replace(ctx.order, lines=lines))
+
+
+# 23:59 on Aug 9 in New York.
+AUGUST_DEADLINE = dt.datetime(2026, 8, 10, 3, 59, tzinfo=dt.UTC).isoformat()
 
 # (case, lead trigger, news data, a change to the context)
 CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext], Any] | None]] = [
@@ -155,21 +195,34 @@ CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext]
         with_data("shipment_exception", status="returned"),
         None,
     ),
+    ("backordered-august", "backordered", {}, in_august),
+    ("partial_shipment-august", "partial_shipment", {}, in_august),
+    ("items_ready-august", "items_ready", {}, in_august),
+    (
+        "shipment_delayed-august",
+        "shipment_delayed",
+        with_data("shipment_delayed", promised="2026-08-04", carrier_eta="2026-08-07"),
+        None,
+    ),
+    (
+        "eta_changed-into-august",
+        "eta_changed",
+        {
+            "eta_changed": eta_move(
+                ("2026-07-27", "2026-07-31"), ("2026-08-03", "2026-08-07"), "later"
+            )
+        },
+        None,
+    ),
+    (
+        "window_at_risk-august",
+        "window_at_risk",
+        with_data("window_at_risk", deadline=AUGUST_DEADLINE),
+        None,
+    ),
 ]
-# First Arabic SMS (with the opt-out line) that need a third segment, and later ones that do.
-ARABIC_FIRST_OVER = {case for case, *_ in CASES} - {
-    "shipment_delayed-no-date",
-    "choice_confirmed-keep",
-    "shipment_exception-problem",
-    "shipment_exception-returned",
-}
-ARABIC_LATER_OVER = {
-    "eta_changed-across-years",  # both ends of the old range carry their year
-    "window_at_risk",  # a choice: a title, the deadline and three replies
-    "window_expired",
-    "window_expired-no-alternative",
-    "choice_confirmed-switch",  # two titles
-}
+CHOICES = ("window_at_risk", "window_expired")
+AUGUST = [case for case, *_ in CASES if case.endswith("august")]
 
 
 @pytest.fixture(scope="module")
@@ -199,43 +252,72 @@ def context(
     return change(ctx) if change else ctx
 
 
-def limits(locales: list[str], arabic_over: set[str]) -> list[Any]:
-    """Return (case, locale, segments allowed) for every case in the locales."""
-    return [
-        pytest.param(
-            case, locale, 3 if locale == "ar" and case in arabic_over else 2, id=f"{case}-{locale}"
-        )
-        for case, *_ in CASES
-        for locale in locales
-    ]
+def trigger_of(case: str) -> str:
+    return next(c[1] for c in CASES if c[0] == case)
 
 
-def check(sms: RenderedSms, limit: int) -> None:
-    """Check the SMS fits in two segments, or takes exactly the three a listed case needs."""
-    shown = f"{sms.units} {sms.encoding} units:\n{sms.body}"
-    assert count_segments(sms.body).segments == sms.segments
-    if limit == 2:
-        assert sms.segments <= 2, shown
-    else:
-        assert sms.segments == limit, shown
+def shown(sms: RenderedSms) -> str:
+    return f"{sms.units} {sms.encoding} units:\n{sms.body}"
 
 
-@pytest.mark.parametrize(("case", "locale", "limit"), limits(list(LOCALES), ARABIC_FIRST_OVER))
-def test_sms_fits_in_two_segments(renderer: MessageRenderer, case: str, locale: str, limit: int):
-    sms = renderer.sms(context(case, locale))
-    assert sms.body.startswith(BRAND + ":")
-    assert sms.body.splitlines()[-2] == SMS_URL
-    assert "STOP" in sms.body.splitlines()[-1]
-    check(sms, limit)
+def first_contact_choice(case: str, locale: str, first_sms: bool) -> bool:
+    """Tell whether this is the one SMS that cannot fit: an Arabic choice as the first SMS."""
+    return first_sms and locale == "ar" and trigger_of(case) in CHOICES
 
 
-@pytest.mark.parametrize(("case", "locale", "limit"), limits(["ar"], ARABIC_LATER_OVER))
-def test_later_arabic_sms_fits_in_two_segments(
-    renderer: MessageRenderer, case: str, locale: str, limit: int
+@pytest.mark.parametrize("first_sms", [True, False], ids=["first", "later"])
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("case", [c[0] for c in CASES])
+def test_sms_fits_in_two_segments(
+    renderer: MessageRenderer, case: str, locale: str, first_sms: bool
 ):
-    sms = renderer.sms(context(case, locale, first_sms=False))
-    assert sms.body.splitlines()[-1] == SMS_URL
-    check(sms, limit)
+    if first_contact_choice(case, locale, first_sms):
+        pytest.skip("three segments: test_a_first_arabic_choice_sms_takes_three_segments")
+    sms = renderer.sms(context(case, locale, first_sms=first_sms))
+    lines = sms.body.splitlines()
+    assert lines[0].startswith(BRAND + ":")
+    if first_sms:
+        assert lines[-2:] == [SMS_URL, sms_text(say(locale, "Reply STOP to opt out."))]
+    else:
+        assert lines[-1] == SMS_URL
+    assert count_segments(sms.body).segments == sms.segments
+    assert sms.segments <= 2, shown(sms)
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in CHOICES])
+def test_a_first_arabic_choice_sms_takes_three_segments(renderer: MessageRenderer, case: str):
+    """Paying for the third segment, it keeps the full wording: title, order and short refs."""
+    sms = renderer.sms(context(case, "ar"))
+    assert sms.segments == 3, shown(sms)
+    lines = sms.body.splitlines()
+    assert lines[0] == BRAND + ":"
+    assert lines[-2:] == [SMS_URL, sms_text(say("ar", "Reply STOP to opt out."))]
+    assert "NW-100234" in sms.body
+    assert "Alpine Pr" in sms.body
+    assert all(f"{n} A7" in sms.body for n in (1, 3))
+
+
+def test_arabic_gives_up_the_least_it_can(renderer: MessageRenderer):
+    """The full wording where it fits, the brief one where not; titles before short refs."""
+    later = renderer.sms(context("shipment_delayed-no-date", "ar", first_sms=False))
+    assert "NW-100234" in later.body
+    first = renderer.sms(context("shipment_delayed", "ar"))
+    assert "NW-100234" not in first.body
+    assert (
+        sms_text(
+            say(
+                "ar",
+                "A parcel from your order is delayed, now expected %(date)s.",
+                date="27 نوفمبر",
+            )
+        )
+        in first.body
+    )
+    # A later choice: without its short refs the title fits again, clipped.
+    at_risk = renderer.sms(context("window_at_risk", "ar", first_sms=False))
+    assert "Alpine Pr" in at_risk.body
+    assert "A7" not in at_risk.body
+    assert at_risk.segments == 2
 
 
 @pytest.mark.parametrize("locale", GSM_LOCALES)
@@ -257,6 +339,37 @@ def test_sms_stays_in_the_gsm_alphabet(renderer: MessageRenderer, case: str, loc
     assert count_segments(body).encoding == "GSM-7", [c for c in body if ord(c) > 0x7F]
     assert normalize_sms(body) == body
     assert not set(body) & set(TYPOGRAPHY)
+
+
+@pytest.mark.parametrize("case", AUGUST)
+def test_french_sms_spell_august_aout(renderer: MessageRenderer, case: str):
+    sms = renderer.sms(context(case, "fr"))
+    assert "aout" in sms.body
+    assert "août" not in sms.body
+    assert sms.encoding == "GSM-7"
+
+
+def test_french_email_keeps_the_circumflex(renderer: MessageRenderer):
+    email = renderer.email(context("backordered-august", "fr"))
+    assert "août" in email.text
+    assert "aout" not in email.text
+
+
+@pytest.mark.parametrize("locale", GSM_LOCALES)
+def test_sms_dates_of_every_month_stay_in_the_gsm_alphabet(locale: str):
+    for brief in (False, True):
+        fmt = SmsFormatter(locale, zoneinfo.ZoneInfo(TIMEZONE), brief=brief)
+        for month in range(1, 13):
+            start = dt.date(2026, month, 3)
+            texts = [
+                fmt.short_date(start),
+                fmt.date(start),
+                fmt.date_range(start, start + dt.timedelta(days=4)),
+                fmt.date_range(start, start + dt.timedelta(days=40)),
+                fmt.short_moment(dt.datetime(2026, month, 9, 16, 30, tzinfo=dt.UTC)),
+            ]
+            for text in texts:
+                assert is_gsm7(normalize_sms(text)), (month, text)
 
 
 def test_a_title_too_long_for_the_sms_is_clipped(renderer: MessageRenderer):
