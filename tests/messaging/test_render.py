@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
 from app.i18n import LOCALES, Formatter, translations
@@ -25,6 +26,7 @@ from messaging.context import (
     ParcelInfo,
 )
 from messaging.render import (
+    _DATA_ATTRIBUTES,
     MessageRenderer,
     RenderedEmail,
     RenderedSms,
@@ -509,6 +511,22 @@ def test_unreadable_theme_tokens_fall_back_to_the_default_look(renderer: Message
     assert "http://insecure" not in html
 
 
+def test_each_brand_and_each_change_of_its_tokens_gets_its_own_colours(renderer: MessageRenderer):
+    """The checked look is cached by token values: never another brand's, never a stale one."""
+    ctx = build_context("backordered")
+
+    def accent(tokens: dict[str, Any]) -> str:
+        html = renderer.email(replace(ctx, brand=replace(ctx.brand, tokens=tokens))).html
+        found = re.search(r'<a class="button" [^>]*background-color: (#[0-9a-f]{6})', html)
+        assert found is not None
+        return found[1]
+
+    assert accent({"accent": "#0b6e4f"}) == "#0b6e4f"
+    assert accent({"accent": "#8a1c7c"}) == "#8a1c7c"  # the same brand, its accent changed
+    assert accent({"accent": "rgb(11, 110, 79)", "text": "#222222"}) == "#0b6e4f"
+    assert accent({"accent": ["#8a1c7c"]}) == "#1f5fd6"  # not a string: the default theme's
+
+
 def test_shop_data_is_escaped_in_html_and_left_alone_in_text(renderer: MessageRenderer):
     title = "<script>alert(1)</script> Jacket & Hood"
     ctx = build_context("window_at_risk", "backordered", jacket=title)
@@ -572,6 +590,14 @@ def test_the_sandbox_stops_a_malicious_override(renderer: MessageRenderer, sourc
     assert isinstance(caught.value.__cause__, SecurityError)
     with pytest.raises(TemplateProblem, match="unsafe"):
         renderer.check_override("eta_changed.sms.text", source)
+
+
+def test_the_sandbox_shortcut_only_skips_checks_it_would_pass():
+    """Attributes of our own data are answered from a set: the full check must agree."""
+    sandbox = ImmutableSandboxedEnvironment()
+    for cls, name in _DATA_ATTRIBUTES:
+        obj = object.__new__(cls)
+        assert sandbox.is_safe_attribute(obj, name, getattr(cls, name, None)), (cls, name)
 
 
 def test_check_override_accepts_good_templates(renderer: MessageRenderer):
