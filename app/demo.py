@@ -329,6 +329,10 @@ def _parse(model: type[M], value: dict[str, Any]) -> M:
     return model.model_validate_json(json.dumps(value))
 
 
+def _explicit(provider: str, credential: str) -> str:
+    return "dev" if provider == "auto" and not credential else provider
+
+
 def run_demo(settings: Settings) -> Settings:
     """Load the demo into a fresh database, print how to reach it, and return its settings."""
     default_url = next(s.default for s in SETTINGS if s.name == "DATABASE_URL")
@@ -340,11 +344,18 @@ def run_demo(settings: Settings) -> Settings:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         stale.unlink(missing_ok=True)
-    # The demo sends its messages from the web process, to the dev inbox unless configured.
-    # Replies simulated with `make reply` are signed with the demo's well-known token.
+    # The demo sends its messages from the web process, to the dev inbox unless configured
+    # (saying `dev` outright: here it is meant, not a server that lost its keys), and serves
+    # the inbox. Its brand's webhook endpoint is the dev receiver on this very server, a
+    # loopback address. Replies simulated with `make reply` are signed with the demo's
+    # well-known token.
     settings = dataclasses.replace(
         settings,
         run_worker=True,
+        dev_inbox=True,
+        webhook_allow_private=True,
+        email_provider=_explicit(settings.email_provider, settings.sendgrid_api_key),
+        sms_provider=_explicit(settings.sms_provider, settings.twilio_account_sid),
         twilio_auth_token=settings.twilio_auth_token or DEMO_AUTH_TOKEN,
     )
     loaded = asyncio.run(load_demo(settings, utc_now()))

@@ -153,8 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
         "EMAIL_PROVIDER",
         "email_provider",
         "auto",
-        "Who sends email: `sendgrid`, `dev` (the built-in dev inbox at `/dev/inbox`), or `auto` "
-        "(SendGrid when `SENDGRID_API_KEY` is set, else the dev inbox).",
+        "Who sends email: `sendgrid`, `dev` (kept for the dev inbox, sent to no one), or `auto` "
+        "(SendGrid when `SENDGRID_API_KEY` is set, else `dev`).",
         lambda raw: _choice(raw, {"auto", "sendgrid", "dev"}),
     ),
     Setting(
@@ -162,8 +162,18 @@ SETTINGS: tuple[Setting, ...] = (
         "sms_provider",
         "auto",
         "Who sends SMS: `twilio`, `dev`, or `auto` (Twilio when `TWILIO_ACCOUNT_SID` is set, "
-        "else the dev inbox).",
+        "else `dev`).",
         lambda raw: _choice(raw, {"auto", "twilio", "dev"}),
+    ),
+    Setting(
+        "DEV_INBOX",
+        "dev_inbox",
+        "false",
+        "Serve the dev inbox (`/dev/inbox`, `/dev/inbox.json`) and the dev webhook receiver "
+        "(`/dev/webhooks`) while a dev provider is in use. They show every brand's recipients and "
+        "messages to anyone who asks: for development only (the demo turns it on). Off, they are "
+        "a 404.",
+        _bool,
     ),
     Setting("SENDGRID_API_KEY", "sendgrid_api_key", "", "SendGrid API key for mail send."),
     Setting(
@@ -264,6 +274,16 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "WEBHOOK_ALLOW_PRIVATE",
+        "webhook_allow_private",
+        "false",
+        "Let brand webhook endpoints point at loopback, private, link-local and other non-public "
+        "addresses (`localhost`, `10.0.0.0/8`, `169.254.169.254`, `fc00::/7`...). Off, such URLs "
+        "are refused when registered, and a delivery whose host resolves to one fails without a "
+        "request. Turn it on only for development (the demo does, for its local receiver).",
+        _bool,
+    ),
+    Setting(
         "LOG_LEVEL",
         "log_level",
         "info",
@@ -298,6 +318,7 @@ class Settings:
     db_pool_size: int
     email_provider: str
     sms_provider: str
+    dev_inbox: bool
     sendgrid_api_key: str
     sendgrid_base_url: str
     sendgrid_webhook_public_key: str
@@ -314,6 +335,7 @@ class Settings:
     worker_poll_seconds: float
     send_timeout_seconds: float
     max_send_attempts: int
+    webhook_allow_private: bool
     log_level: str
 
     @classmethod
@@ -338,6 +360,36 @@ class Settings:
                 ("true" if value else "false") if isinstance(value, bool) else str(value)
             )
         return out
+
+
+def dev_channels(settings: Settings) -> list[str]:
+    """Return the channels whose messages go to the dev provider, never to a shopper."""
+    email = settings.email_provider == "dev" or (
+        settings.email_provider == "auto" and not settings.sendgrid_api_key
+    )
+    sms = settings.sms_provider == "dev" or (
+        settings.sms_provider == "auto" and not settings.twilio_account_sid
+    )
+    return [channel for channel, dev in (("email", email), ("sms", sms)) if dev]
+
+
+def provider_warnings(settings: Settings) -> list[str]:
+    """Say, for start-up logs, which channels `auto` sends nowhere for want of credentials.
+
+    An explicit `dev` is a choice and gets no warning; `auto` without credentials is how a
+    production server started without its keys would look.
+    """
+    missing = (
+        ("email", "EMAIL_PROVIDER", settings.email_provider, "SENDGRID_API_KEY"),
+        ("sms", "SMS_PROVIDER", settings.sms_provider, "TWILIO_ACCOUNT_SID"),
+    )
+    return [
+        f"{setting}=auto and {credential} is not set: {channel} goes to the dev provider and "
+        f"reaches no shopper. Set {credential} to send for real, or {setting}=dev if this is "
+        "a development server."
+        for channel, setting, value, credential in missing
+        if value == "auto" and channel in dev_channels(settings)
+    ]
 
 
 def check_declared() -> None:

@@ -22,7 +22,8 @@ WebhookType = Literal[
 ]
 assert set(WebhookType.__args__) == set(WEBHOOK_TYPES)  # type: ignore[attr-defined]
 
-# Plain http only reaches the machine itself: for development and tests.
+# Plain http only reaches the machine itself: for development and tests (and only where
+# WEBHOOK_ALLOW_PRIVATE lets endpoints reach this machine at all; see app.api.webhooks).
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -73,7 +74,10 @@ Description = Annotated[str, Field(max_length=200)]
 
 
 class WebhookEndpointIn(Payload):
-    url: WebhookUrl = Field(description="https, or http to localhost for development")
+    url: WebhookUrl = Field(
+        description="https to a public address; http to localhost and private addresses only "
+        "where the server allows them (WEBHOOK_ALLOW_PRIVATE, for development)"
+    )
     events: WebhookTypes
     description: Description = ""
 

@@ -4,12 +4,17 @@ A secret is shown twice only: when the endpoint is created and when it is rotate
 rotation the previous secret keeps signing alongside the new one until the overlap ends, so a
 receiver can switch without dropping a webhook. Only two secrets ever sign: rotating again
 during an overlap retires the oldest at once.
+
+Unless `WEBHOOK_ALLOW_PRIVATE` is on, a URL naming a loopback, private, link-local or otherwise
+non-public address is refused (422): brands must not reach the server's own network through it.
+Names are resolved, and checked again, at every delivery.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,7 +28,7 @@ from app.api.messages import (
     parse_id,
     parse_limit,
 )
-from app.api.problems import Conflict, NotFound
+from app.api.problems import Conflict, NotFound, field_error
 from app.api.webhook_models import (
     DeliveryOut,
     DeliveryPage,
@@ -35,7 +40,7 @@ from app.api.webhook_models import (
     WebhookEndpointWithSecret,
 )
 from app.storage.schema import MESSAGE_STATES, messages, webhook_endpoints
-from messaging.webhooks import new_secret, queued_replay
+from messaging.webhooks import blocked_host, new_secret, queued_replay
 
 # Every endpoint multiplies the brand's webhook traffic; a handful covers real integrations.
 MAX_ENDPOINTS = 20
@@ -71,8 +76,18 @@ async def _endpoint(conn: AsyncConnection, brand_id: int, text: str) -> Any:
     return row
 
 
+def _require_public(call: Call, url: str) -> None:
+    """Refuse a URL whose host is a non-public address, unless the server allows those."""
+    if call.services.settings.webhook_allow_private:
+        return
+    why = blocked_host(urlsplit(url).hostname or "")
+    if why is not None:
+        raise field_error("url", f"must reach a public address: {why}")
+
+
 async def create_webhook_endpoint(call: Call) -> Reply:
     body: WebhookEndpointIn = call.body
+    _require_public(call, body.url)
     existing = (
         await call.conn.execute(
             select(func.count())
@@ -119,6 +134,8 @@ async def get_webhook_endpoint(call: Call) -> Reply:
 async def update_webhook_endpoint(call: Call) -> Reply:
     body: WebhookEndpointPatch = call.body
     row = await _endpoint(call.conn, call.brand.id, call.path[ENDPOINT])
+    if body.url is not None:
+        _require_public(call, body.url)
     changes: dict[str, Any] = {
         name: getattr(body, name)
         for name in body.model_fields_set & {"url", "events", "description"}

@@ -2,7 +2,9 @@
 
 `POST /dev/webhooks` checks the Standard Webhooks signature against the secrets of the endpoints
 registered at this very URL and keeps the last 100 deliveries in memory; `GET /dev/webhooks.json`
-lists them. Served only while the dev inbox is (no real providers configured).
+lists them. Served only while the dev inbox is (`DEV_INBOX` on and a dev provider in use). The
+demo's endpoint is this server, so when `PUBLIC_URL` is a loopback or private address its
+deliveries also need `WEBHOOK_ALLOW_PRIVATE` (the demo turns both on).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The dev inbox: what the `dev` providers "sent", as a page and as JSON, for development only.
 
-It is there only while email or SMS goes to the dev provider (`EMAIL_PROVIDER`/`SMS_PROVIDER`
-set to `dev`, or `auto` without SendGrid/Twilio credentials); with real providers it is a 404.
-It shows every brand's messages and so every recipient: never run the dev providers on a
-server that real shoppers' orders reach.
+It shows every brand's messages, and so every recipient's name, address and number, to anyone
+who asks: it is served only when `DEV_INBOX` is on (the demo turns it on) and email or SMS goes
+to the dev provider (`EMAIL_PROVIDER`/`SMS_PROVIDER` set to `dev`, or `auto` without
+SendGrid/Twilio credentials). Otherwise it is a 404, so a server that lost its provider keys
+sends nothing but shows no one's messages either.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.problems import NotFound
 from app.services import Services
-from app.settings import Settings
+from app.settings import Settings, dev_channels
 from app.storage.schema import brands, messages
 from app.themes.registry import TEMPLATES_DIR
 from app.web.security import new_nonce, plain_headers
@@ -36,14 +37,8 @@ _BASE = '<base target="_blank">'
 
 
 def enabled(settings: Settings) -> bool:
-    """Tell whether email or SMS goes to the dev inbox under these settings."""
-    email = settings.email_provider == DEV or (
-        settings.email_provider == "auto" and not settings.sendgrid_api_key
-    )
-    sms = settings.sms_provider == DEV or (
-        settings.sms_provider == "auto" and not settings.twilio_account_sid
-    )
-    return email or sms
+    """Tell whether the dev inbox is served: asked for, and a dev provider in use."""
+    return settings.dev_inbox and bool(dev_channels(settings))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
+from app.settings import Settings
 from app.storage import schema
 from messaging import webhooks
 from tests.api.helpers import API, assert_problem, count, order, parcel, utc
@@ -122,11 +123,71 @@ async def test_create_read_change_delete(client, brand, db):
     assert await count(db, schema.webhook_endpoints) == 0
 
 
-@pytest.mark.parametrize(
-    "url", ["http://localhost:8080/hook", "http://127.0.0.1:9000/h", "http://[::1]/h"]
-)
+LOCAL = ["http://localhost:8080/hook", "http://127.0.0.1:9000/h", "http://[::1]/h"]
+NOT_PUBLIC = [
+    *LOCAL,
+    "https://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.7/h",
+    "https://172.16.4.2/h",
+    "https://192.168.1.10/h",
+    "https://127.0.0.53/h",
+    "https://0.0.0.0/h",
+    "https://[fc00::1]/h",
+    "https://[fe80::1]/h",
+    "https://[::ffff:169.254.169.254]/h",
+    "https://2130706433/h",
+    "https://0x7f.1/h",
+    "https://metadata.localhost/h",
+]
+
+
+@pytest.fixture
+def allow_private() -> bool:
+    return False
+
+
+@pytest.fixture
+def settings(database_url: str, allow_private: bool) -> Settings:
+    return Settings.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "PUBLIC_URL": "https://track.example.test",
+            "WEBHOOK_ALLOW_PRIVATE": str(allow_private).lower(),
+        }
+    )
+
+
+@pytest.mark.parametrize("allow_private", [True])
+@pytest.mark.parametrize("url", LOCAL)
 async def test_plain_http_is_for_the_local_machine_only(client, brand, url):
     assert (await create(client, brand, url=url))["url"] == url
+
+
+@pytest.mark.parametrize("url", NOT_PUBLIC)
+async def test_non_public_addresses_are_refused_by_default(client, brand, db, url):
+    response = await client.post(
+        HOOKS, json={"url": url, "events": ["choice.made"]}, headers=brand.headers
+    )
+    body = assert_problem(response, 422, "invalid-fields", ["url"])
+    assert body["errors"][0]["message"].startswith("must reach a public address: ")
+    assert await count(db, schema.webhook_endpoints) == 0
+
+
+async def test_public_addresses_and_names_are_accepted(client, brand):
+    # Names are not resolved here: the worker resolves and checks them at every delivery.
+    for url in ("https://93.184.216.34/h", "https://[2606:4700::1111]/h", URL):
+        assert (await create(client, brand, url=url))["url"] == url
+
+
+async def test_a_url_cannot_be_changed_to_a_non_public_address(client, brand):
+    path = f"{HOOKS}/{(await create(client, brand))['id']}"
+    for url in ("https://169.254.169.254/latest/meta-data/", "http://localhost:9000/h"):
+        response = await client.patch(path, json={"url": url}, headers=brand.headers)
+        assert_problem(response, 422, "invalid-fields", ["url"])
+    assert (await client.get(path, headers=brand.headers)).json()["url"] == URL
+    # Other changes need no new check.
+    changed = await client.patch(path, json={"description": "ERP"}, headers=brand.headers)
+    assert changed.status_code == 200, changed.text
 
 
 @pytest.mark.parametrize(

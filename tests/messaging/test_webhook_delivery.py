@@ -1,8 +1,13 @@
-"""Brand webhooks through the outbox: signed, retried while the receiver is down, sent once."""
+"""Brand webhooks through the outbox: signed, retried while the receiver is down, sent once.
+
+The receiver listens on 127.0.0.1: these tests allow private targets (WEBHOOK_ALLOW_PRIVATE, as
+in development) unless they show what happens without.
+"""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -16,14 +21,33 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.settings import Settings
 from app.storage.database import Database
-from app.storage.schema import messages
+from app.storage.schema import messages, webhook_endpoints
 from messaging.dispatch import Dispatcher
+from messaging.webhooks import new_secret
+from tests.conftest import BrandKey
 from tests.eta.conftest import FixedClock
 from tests.eta.helpers import Api, backordered
 from tests.fakes.server import ServerThread
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def allow_private() -> bool:
+    return True
+
+
+@pytest.fixture
+def settings(database_url: str, allow_private: bool) -> Settings:
+    return Settings.from_env(
+        {
+            "DATABASE_URL": database_url,
+            "PUBLIC_URL": "https://track.example.test",
+            "WEBHOOK_ALLOW_PRIVATE": str(allow_private).lower(),
+        }
+    )
 
 
 class FlakyReceiver:
@@ -62,6 +86,14 @@ def receiver() -> Iterator[tuple[FlakyReceiver, str]]:
         yield brand_side, f"{server.url}/hooks"
 
 
+async def eta_change(api: Api) -> None:
+    """Move a supply date under a waiting order: one `order.eta_changed` webhook."""
+    await api.sku("LAMP", 0)
+    await api.supply("LAMP", "PO-1", 5, "2026-11-20")
+    await api.place("W-1", [backordered("1", "LAMP")], customer={"id": "C-1"})
+    await api.move("LAMP", "PO-1", expected_date="2026-11-30")
+
+
 async def test_a_receiver_that_recovers_gets_each_event_once(
     api: Api,
     db: Database,
@@ -74,10 +106,7 @@ async def test_a_receiver_that_recovers_gets_each_event_once(
         "POST", "/webhook-endpoints", {"url": url, "events": ["order.eta_changed"]}, 201
     )
     brand_side.secret = created.json()["secret"]
-    await api.sku("LAMP", 0)
-    await api.supply("LAMP", "PO-1", 5, "2026-11-20")
-    await api.place("W-1", [backordered("1", "LAMP")], customer={"id": "C-1"})
-    await api.move("LAMP", "PO-1", expected_date="2026-11-30")
+    await eta_change(api)
     for _ in range(6):
         await dispatcher.run_once()
         clock.advance(hours=1)
@@ -91,3 +120,50 @@ async def test_a_receiver_that_recovers_gets_each_event_once(
         row = (await conn.execute(select(messages).where(messages.c.channel == "webhook"))).one()
     assert row.state == "sent"
     assert row.attempts == 4
+
+
+@pytest.mark.parametrize("allow_private", [False])
+async def test_without_private_targets_a_loopback_receiver_is_not_registered(
+    api: Api, receiver: tuple[FlakyReceiver, str]
+) -> None:
+    _, url = receiver
+    response = await api.call(
+        "POST", "/webhook-endpoints", {"url": url, "events": ["order.eta_changed"]}, 422
+    )
+    (error,) = response.json()["errors"]
+    assert error["path"] == "url"
+    assert "127.0.0.1 is not a public address" in error["message"]
+
+
+@pytest.mark.parametrize("allow_private", [False])
+async def test_without_private_targets_a_loopback_receiver_gets_nothing(
+    api: Api,
+    db: Database,
+    brand: BrandKey,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    receiver: tuple[FlakyReceiver, str],
+) -> None:
+    # Registered while private targets were allowed (or by a name that now resolves inside).
+    brand_side, url = receiver
+    async with db.write() as conn:
+        await conn.execute(
+            webhook_endpoints.insert().values(
+                brand_id=brand.id,
+                url=url,
+                events=["order.eta_changed"],
+                secret=new_secret(),
+                created_at=clock.now - dt.timedelta(days=1),
+                updated_at=clock.now - dt.timedelta(days=1),
+            )
+        )
+    await eta_change(api)
+    for _ in range(3):
+        await dispatcher.run_once()
+        clock.advance(hours=1)
+    assert brand_side.attempts == []
+    async with db.read() as conn:
+        row = (await conn.execute(select(messages).where(messages.c.channel == "webhook"))).one()
+    # Refused for good on the first attempt, with the reason in the delivery log.
+    assert (row.state, row.attempts, row.error_code) == ("failed", 1, "private_address")
+    assert "127.0.0.1 is not a public address" in row.error_detail

@@ -1,5 +1,7 @@
-"""Webhook signing, payloads and delivery to a real receiver on 127.0.0.1.
+"""Webhook signing, payloads, the public-address rule, and delivery to a real receiver.
 
+The receiver listens on 127.0.0.1, so deliveries meant to reach it say `allow_private=True`
+(WEBHOOK_ALLOW_PRIVATE, as in development); without it they are refused before any request.
 The receiver checks signatures with its own code (hmac, base64, the Standard Webhooks rules),
 as a brand's server would, instead of calling back into the module under test.
 """
@@ -11,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import socket
 import threading
@@ -28,7 +31,10 @@ from starlette.routing import Route
 
 from messaging.providers.base import ProviderError
 from messaging.webhooks import (
+    blocked_host,
     deliver,
+    is_public_address,
+    literal_address,
     new_secret,
     new_webhook_id,
     secrets_in_force,
@@ -251,7 +257,7 @@ async def test_delivery_is_signed_and_verified_by_the_receiver(receiver, http):
     target, url = receiver
     sent = content()
     now_ts = int(time.time())
-    accepted = await deliver(http, f"{url}/hook", sent, [SECRET], now_ts)
+    accepted = await deliver(http, f"{url}/hook", sent, [SECRET], now_ts, allow_private=True)
     assert accepted.provider_id == sent["webhook_id"]
     [(headers, body, verified)] = target.received
     assert verified
@@ -267,18 +273,22 @@ async def test_during_rotation_a_receiver_on_either_secret_accepts(receiver, htt
     now_ts = int(time.time())
     for known in ([SECRET], [PREVIOUS]):
         target.secrets = known
-        await deliver(http, f"{url}/hook", content(), [SECRET, PREVIOUS], now_ts)
+        await deliver(
+            http, f"{url}/hook", content(), [SECRET, PREVIOUS], now_ts, allow_private=True
+        )
     assert [verified for _, _, verified in target.received] == [True, True]
     target.secrets = [PREVIOUS]
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"{url}/hook", content(), [SECRET], now_ts)
+        await deliver(http, f"{url}/hook", content(), [SECRET], now_ts, allow_private=True)
     assert failure.value.code == "http:401"
 
 
 async def test_a_stale_timestamp_is_refused_by_the_receiver(receiver, http):
     _, url = receiver
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"{url}/hook", content(), [SECRET], int(time.time()) - 600)
+        await deliver(
+            http, f"{url}/hook", content(), [SECRET], int(time.time()) - 600, allow_private=True
+        )
     assert failure.value.code == "http:401"
 
 
@@ -286,7 +296,9 @@ async def test_server_error_is_retryable(receiver, http):
     target, url = receiver
     target.status = 500
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"{url}/hook", content(), [SECRET], int(time.time()))
+        await deliver(
+            http, f"{url}/hook", content(), [SECRET], int(time.time()), allow_private=True
+        )
     error = failure.value
     assert (error.code, error.permanent, error.unknown) == ("http:500", False, False)
     assert "500" in error.detail
@@ -296,7 +308,9 @@ async def test_rate_limit_passes_retry_after_on(receiver, http):
     target, url = receiver
     target.status, target.headers = 429, {"Retry-After": "7"}
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"{url}/hook", content(), [SECRET], int(time.time()))
+        await deliver(
+            http, f"{url}/hook", content(), [SECRET], int(time.time()), allow_private=True
+        )
     assert (failure.value.code, failure.value.retry_after) == ("http:429", 7.0)
 
 
@@ -304,7 +318,9 @@ async def test_redirects_are_not_followed(receiver, http):
     target, url = receiver
     target.status, target.headers = 307, {"Location": f"{url}/elsewhere"}
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"{url}/hook", content(), [SECRET], int(time.time()))
+        await deliver(
+            http, f"{url}/hook", content(), [SECRET], int(time.time()), allow_private=True
+        )
     assert failure.value.code == "http:307"
     assert len(target.received) == 1
     assert "redirected" not in target.received[0][0]
@@ -315,7 +331,13 @@ async def test_a_slow_receiver_times_out(receiver, http):
     target.hang = 5.0
     with pytest.raises(ProviderError) as failure:
         await deliver(
-            http, f"{url}/hook", content(), [SECRET], int(time.time()), request_timeout=0.3
+            http,
+            f"{url}/hook",
+            content(),
+            [SECRET],
+            int(time.time()),
+            request_timeout=0.3,
+            allow_private=True,
         )
     assert (failure.value.code, failure.value.permanent, failure.value.unknown) == (
         "timeout",
@@ -329,5 +351,134 @@ async def test_a_closed_port_is_a_connect_error(http):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(ProviderError) as failure:
-        await deliver(http, f"http://127.0.0.1:{port}/hook", content(), [SECRET], 0)
+        await deliver(
+            http, f"http://127.0.0.1:{port}/hook", content(), [SECRET], 0, allow_private=True
+        )
     assert (failure.value.code, failure.value.permanent) == ("connect", False)
+
+
+# Only public addresses ----------------------------------------------------------------------
+
+NOT_PUBLIC = [
+    "127.0.0.1",
+    "127.8.9.10",
+    "10.1.2.3",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.1.1",
+    "169.254.169.254",  # cloud metadata
+    "100.64.0.1",  # carrier-grade NAT
+    "0.0.0.0",  # noqa: S104 - an address under test, not a bind
+    "224.0.0.1",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "fc00::1",
+    "fd12:3456::1",
+    "fe80::1",
+    "fec0::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+]
+PUBLIC = ["93.184.216.34", "8.8.8.8", "2606:2800:220:1:248:1893:25c8:1946", "64:ff9b::808:808"]
+
+
+@pytest.mark.parametrize("text", NOT_PUBLIC)
+def test_non_public_addresses_are_told_apart(text):
+    assert not is_public_address(ipaddress.ip_address(text))
+    assert blocked_host(text) is not None
+
+
+@pytest.mark.parametrize("text", PUBLIC)
+def test_public_addresses_pass(text):
+    assert is_public_address(ipaddress.ip_address(text))
+    assert blocked_host(text) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("fe80::1%25eth0", "fe80::1"),
+    ],
+)
+def test_every_spelling_of_an_address_is_read_as_one(host, address):
+    assert literal_address(host) == ipaddress.ip_address(address)
+    assert blocked_host(host) is not None
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "metadata.localhost"])
+def test_localhost_names_are_this_machine(host):
+    assert literal_address(host) is None
+    assert blocked_host(host) is not None
+
+
+@pytest.mark.parametrize("host", ["hooks.brand.example", "cafe.example", "1e100.net"])
+def test_names_are_left_to_resolution(host):
+    assert literal_address(host) is None
+    assert blocked_host(host) is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_loopback_target_is_refused_for_good_without_a_request(receiver, http, host):
+    target, url = receiver
+    port = url.rsplit(":", 1)[1]
+    with pytest.raises(ProviderError) as failure:
+        await deliver(http, f"http://{host}:{port}/hook", content(), [SECRET], int(time.time()))
+    error = failure.value
+    assert (error.code, error.permanent, error.unknown) == ("private_address", True, False)
+    assert "public" in error.detail
+    assert target.received == []
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_after_resolution(
+    receiver, http, monkeypatch
+):
+    # `localhost` by another name: what a brand's own DNS record pointing inside would do.
+    target, url = receiver
+    port = int(url.rsplit(":", 1)[1])
+    loop = asyncio.get_running_loop()
+    asked: list[str] = []
+
+    async def resolve(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    with pytest.raises(ProviderError) as failure:
+        await deliver(
+            http, f"http://hooks.brand.example:{port}/hook", content(), [SECRET], int(time.time())
+        )
+    assert failure.value.code == "private_address"
+    assert failure.value.permanent
+    # The brand learns that the name is refused, not what it resolved to.
+    assert "127.0.0.1" not in failure.value.detail
+    assert asked == ["hooks.brand.example"]
+    assert target.received == []
+
+
+async def test_with_private_targets_allowed_a_localhost_name_is_delivered(receiver, http):
+    target, url = receiver
+    port = url.rsplit(":", 1)[1]
+    sent = content()
+    accepted = await deliver(
+        http, f"http://localhost:{port}/hook", sent, [SECRET], int(time.time()), allow_private=True
+    )
+    assert accepted.provider_id == sent["webhook_id"]
+    assert [verified for _, _, verified in target.received] == [True]
+
+
+async def test_a_name_that_does_not_resolve_is_retried(http):
+    with pytest.raises(ProviderError) as failure:
+        await deliver(http, "https://nothing.invalid/hook", content(), [SECRET], 0)
+    assert not failure.value.permanent
+    assert failure.value.code in ("connect", "timeout")

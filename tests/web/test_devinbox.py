@@ -1,4 +1,8 @@
-"""The dev inbox lists what the dev providers sent, and exists only while they are in use."""
+"""The dev inbox lists what the dev providers sent, and exists only when asked for.
+
+It is served only with DEV_INBOX on and a dev provider in use: a server that fell back to the
+dev providers for want of credentials must not show every recipient to the world.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import Settings, dev_channels, provider_warnings
 from app.storage.database import Database
 from app.web.devinbox import enabled, preview
 from tests.conftest import make_brand
@@ -45,7 +49,9 @@ REAL_PROVIDERS = {
 
 
 def inbox_settings(database_url: str, **extra: str) -> Settings:
-    return Settings.from_env({"DATABASE_URL": database_url, "PUBLIC_URL": PUBLIC_URL, **extra})
+    return Settings.from_env(
+        {"DATABASE_URL": database_url, "PUBLIC_URL": PUBLIC_URL, "DEV_INBOX": "true", **extra}
+    )
 
 
 @pytest.fixture
@@ -152,8 +158,48 @@ def test_the_preview_opens_links_outside_the_frame():
         ({"EMAIL_PROVIDER": "sendgrid", "SMS_PROVIDER": "twilio"}, False),
     ],
 )
-def test_enabled_only_while_a_dev_provider_is_in_use(env, on):
-    assert enabled(Settings.from_env(env)) is on
+def test_enabled_only_when_asked_for_and_a_dev_provider_is_in_use(env, on):
+    assert enabled(Settings.from_env({"DEV_INBOX": "true", **env})) is on
+    assert enabled(Settings.from_env({"DEV_INBOX": "false", **env})) is False
+    assert enabled(Settings.from_env(env)) is False
+
+
+@pytest.mark.parametrize(
+    ("env", "channels", "warned"),
+    [
+        ({}, ["email", "sms"], ["EMAIL_PROVIDER", "SMS_PROVIDER"]),
+        ({"SENDGRID_API_KEY": "SG.x"}, ["sms"], ["SMS_PROVIDER"]),
+        (REAL_PROVIDERS, [], []),
+        # Saying `dev` outright is a choice, not a server that lost its keys.
+        ({"EMAIL_PROVIDER": "dev", "SMS_PROVIDER": "dev"}, ["email", "sms"], []),
+        ({**REAL_PROVIDERS, "SMS_PROVIDER": "dev"}, ["sms"], []),
+    ],
+)
+def test_auto_without_credentials_is_warned_about(env, channels, warned):
+    settings = Settings.from_env(env)
+    assert dev_channels(settings) == channels
+    warnings = provider_warnings(settings)
+    assert [w.split("=", 1)[0] for w in warnings] == warned
+    for warning in warnings:
+        assert "reaches no shopper" in warning
+
+
+async def test_without_dev_inbox_the_pages_are_not_there_though_a_dev_provider_is(
+    database_url, sent
+):
+    settings = inbox_settings(database_url, DEV_INBOX="false")
+    assert dev_channels(settings) == ["email", "sms"]
+    application = create_app(settings)
+    async with LifespanManager(application) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            for path in ("/dev/inbox", "/dev/inbox.json", "/dev/webhooks.json"):
+                response = await http.get(path)
+                assert response.status_code == 404, path
+                assert EMAIL not in response.text
+                assert PHONE not in response.text
+            received = await http.post("/dev/webhooks", content=b"{}")
+            assert received.status_code == 404
 
 
 async def test_with_real_providers_the_inbox_is_not_there(database_url, sent):
