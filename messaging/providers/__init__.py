@@ -12,8 +12,9 @@ ValueError
  └─ ProviderConfigError    the settings choose a provider that cannot be built
 ProviderError              a send did not go through (see messaging.providers.base)
 
-The HTTP providers share the helpers at the bottom: reading Retry-After, telling a request that
-never left from one whose answer was lost, and keeping personal data out of error details.
+The HTTP providers share one client (messaging.providers.http: aiohttp, idle connections
+dropped after 2 s, a request that never left told from one whose answer was lost) and the
+helpers at the bottom: reading Retry-After and keeping personal data out of error details.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import re
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from messaging.providers.base import (
     Accepted,
@@ -102,25 +101,6 @@ def _factory(registry: Mapping[str, str], name: str, setting: str) -> Callable[[
     module, _, attribute = target.partition(":")
     factory: Callable[[Settings], Any] = getattr(importlib.import_module(module), attribute)
     return factory
-
-
-# Errors raised before a single byte of the request could reach the provider: safe to retry.
-_NEVER_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.ProxyError,
-    httpx.UnsupportedProtocol,
-    httpx.LocalProtocolError,
-)
-
-
-def transport_error(exc: httpx.TransportError, provider: str) -> ProviderError:
-    """Map an httpx failure: retryable if the request never left, else of unknown outcome."""
-    kind = type(exc).__name__
-    if isinstance(exc, _NEVER_SENT):
-        return ProviderError(f"could not reach {provider} ({kind})", code="connect")
-    return ProviderError(f"no answer from {provider} ({kind})", code="timeout", unknown=True)
 
 
 def parse_retry_after(value: str | None) -> float | None:

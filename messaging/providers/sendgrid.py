@@ -1,23 +1,24 @@
 """Send email through SendGrid's v3 Mail Send API.
 
-The sendgrid library's `Mail` helpers build the JSON body; one httpx.AsyncClient per provider
-posts it. Categories and custom_args reach SendGrid's event webhook and its dashboards, so they
-carry only our message id and trigger names, never personal data.
+The sendgrid library's `Mail` helpers build the JSON body; the provider's HttpClient (see
+messaging.providers.http) posts it. Categories and custom_args reach SendGrid's event webhook
+and its dashboards, so they carry only our message id and trigger names, never personal data.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, ReplyTo, To
 from sendgrid.helpers.mail.exceptions import SendGridException
 
-from messaging.providers import parse_retry_after, redact, require, transport_error
+from messaging.providers import parse_retry_after, redact, require
 from messaging.providers.base import Accepted, Email, ProviderError
+from messaging.providers.http import KEEPALIVE_SECONDS, Answer, HttpClient
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -38,25 +39,21 @@ class SendGridProvider:
         base_url: str = "https://api.sendgrid.com",
         timeout: float = 15.0,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v3/mail/send"
-        self._http = httpx.AsyncClient(
-            timeout=timeout,
-            transport=transport,
-            headers={"Authorization": f"Bearer {api_key}"},
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._http = HttpClient("SendGrid", timeout, keepalive_seconds=keepalive_seconds)
 
     async def send_email(self, email: Email) -> Accepted:
         """Post the mail; raise ProviderError when SendGrid does not take it."""
-        payload = build_payload(email)
-        try:
-            response = await self._http.post(self._url, json=payload)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, "SendGrid") from exc
-        if not response.is_success:
-            raise _status_error(response)
-        provider_id = response.headers.get("X-Message-Id") or f"sendgrid-{email.message_id}"
+        body = json.dumps(
+            build_payload(email), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+        answer = await self._http.request("POST", self._url, body, self._headers)
+        if not answer.is_success:
+            raise _status_error(answer)
+        provider_id = answer.headers.get("X-Message-Id") or f"sendgrid-{email.message_id}"
         return Accepted(provider_id)
 
     async def aclose(self) -> None:
@@ -94,26 +91,26 @@ def build_payload(email: Email) -> dict[str, Any]:
     return payload
 
 
-def _status_error(response: httpx.Response) -> ProviderError:
+def _status_error(answer: Answer) -> ProviderError:
     """Map a SendGrid error answer: 429, 408 and 5xx retry, 401/403 retry, other 4xx are final."""
-    status = response.status_code
-    detail = redact(_first_error(response) or response.reason_phrase or f"HTTP {status}")
+    status = answer.status
+    detail = redact(_first_error(answer) or answer.reason or f"HTTP {status}")
     if status in (401, 403):
         # A key an operator fixes; the attempt limit ends it if nobody does.
         return ProviderError(detail, code="sendgrid:auth")
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if retry_after is None:
-            retry_after = _until_reset(response.headers.get("X-RateLimit-Reset"))
+            retry_after = _until_reset(answer.headers.get("X-RateLimit-Reset"))
         return ProviderError(detail, code="sendgrid:429", retry_after=retry_after)
     if status == 408 or status >= 500:
         return ProviderError(detail, code=f"sendgrid:{status}")
     return ProviderError(detail, code=f"sendgrid:{status}", permanent=True)
 
 
-def _first_error(response: httpx.Response) -> str | None:
+def _first_error(answer: Answer) -> str | None:
     try:
-        errors = response.json()["errors"]
+        errors = answer.json()["errors"]
         return str(errors[0]["message"])
     except (ValueError, KeyError, IndexError, TypeError):
         return None

@@ -1,26 +1,30 @@
 """Send SMS through Twilio's Messages API.
 
 The twilio library builds each request (form fields, Basic auth, the account's Messages URL) and
-reads the message resource; `_Transport`, its HTTP client, carries the requests over httpx to
-`base_url` in place of https://api.twilio.com. The transport also maps failures to
-ProviderError: only it can tell a connection that never opened from an answer that never came,
-and only it sees Retry-After (the library's own exception keeps no headers).
+reads the message resource; `_Transport`, its async HTTP client, carries the requests to
+`base_url` in place of https://api.twilio.com over the provider's HttpClient (see
+messaging.providers.http). twilio's own AsyncTwilioHttpClient is not used: it keeps no
+Retry-After and builds its aiohttp session outside a running loop. The transport also maps
+failures to ProviderError: only it can tell a request that never left from an answer that never
+came, and only it sees Retry-After (the library's own exception keeps no headers).
 
 Phone numbers and bodies are never logged, and are removed from Twilio's error texts.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from messaging.providers import parse_retry_after, redact, require, transport_error
+from messaging.providers import parse_retry_after, redact, require
 from messaging.providers.base import Accepted, ProviderError, Sms
+from messaging.providers.http import KEEPALIVE_SECONDS, Answer, HttpClient
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -42,11 +46,11 @@ class TwilioProvider:
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         self._from_number = from_number
         self._messaging_service_sid = messaging_service_sid
-        self._transport = _Transport(base_url, timeout, transport)
+        self._transport = _Transport(base_url, timeout, keepalive_seconds)
         self._client = Client(
             username=account_sid, password=auth_token, http_client=self._transport
         )
@@ -85,14 +89,13 @@ class TwilioProvider:
 
 
 class _Transport(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type hints
-    """The twilio library's async HTTP client: httpx, a configurable origin, our errors."""
+    """The twilio library's async HTTP client: our HttpClient, a configurable origin, our errors."""
 
-    def __init__(
-        self, base_url: str, timeout: float, transport: httpx.AsyncBaseTransport | None
-    ) -> None:
+    def __init__(self, base_url: str, timeout: float, keepalive_seconds: float) -> None:
         super().__init__(_logger, True, timeout)
         self._base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._http = HttpClient("Twilio", timeout, keepalive_seconds=keepalive_seconds)
+        self._authorization: tuple[tuple[str, str], str] | None = None
 
     async def request(
         self,
@@ -103,48 +106,49 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109  (the twilio library passes it)
-        allow_redirects: bool = False,
+        allow_redirects: bool = False,  # never followed: a send is never repeated elsewhere
     ) -> Response:
         """Send one request to base_url + the path the library built; return its answer."""
-        url = self._base_url + httpx.URL(uri).raw_path.decode("ascii")
-        try:
-            response = await self._http.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                headers=headers,
-                auth=auth,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                follow_redirects=allow_redirects,
-            )
-        except httpx.TransportError as exc:
-            raise transport_error(exc, "Twilio") from exc
-        if not response.is_success:
-            raise _status_error(response)
-        return Response(response.status_code, response.text, response.headers)
+        url = self._base_url + urlsplit(uri).path
+        if params:
+            url += "?" + urlencode(params, doseq=True)
+        headers = dict(headers or {})
+        if auth is not None:
+            headers["Authorization"] = self._basic(auth)
+        body = urlencode(data or {}, doseq=True).encode()
+        answer = await self._http.request(method, url, body, headers, timeout)
+        if not answer.is_success:
+            raise _status_error(answer)
+        return Response(answer.status, answer.text, answer.headers)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
 
+    def _basic(self, auth: tuple[str, str]) -> str:
+        """Return the Basic Authorization header (the library passes the same pair each time)."""
+        if self._authorization is None or self._authorization[0] != auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            self._authorization = (auth, f"Basic {token}")
+        return self._authorization[1]
 
-def _status_error(response: httpx.Response) -> ProviderError:
+
+def _status_error(answer: Answer) -> ProviderError:
     """Map a Twilio error answer: 429, 408 and 5xx retry, 401/403 retry, other 4xx are final."""
-    status = response.status_code
+    status = answer.status
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
         body = None
     if not isinstance(body, dict):
         body = {}
-    detail = redact(str(body.get("message") or response.reason_phrase or f"HTTP {status}"))
+    detail = redact(str(body.get("message") or answer.reason or f"HTTP {status}"))
     code = f"twilio:{body.get('code') or status}"
     if status in (401, 403):
         # Credentials an operator fixes; the attempt limit ends it if nobody does.
         return ProviderError(detail, code="twilio:auth")
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         return ProviderError(detail, code=code, retry_after=retry_after)
     if status == 408 or status >= 500:
         return ProviderError(detail, code=code)

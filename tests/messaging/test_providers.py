@@ -20,6 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from app.settings import Settings
@@ -37,7 +41,7 @@ from messaging.providers.dev import DevInbox
 from messaging.providers.sendgrid import SendGridProvider
 from messaging.providers.twilio import TwilioProvider
 from tests.fakes.sendgrid import UNAUTHORIZED, FakeSendGrid
-from tests.fakes.server import Fault
+from tests.fakes.server import Fault, ServerThread
 from tests.fakes.twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -92,6 +96,21 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def answering(answer: Response) -> Iterator[tuple[str, list[str]]]:
+    """Serve `answer` to every POST on 127.0.0.1; yield the URL and the paths asked for."""
+    paths: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        paths.append(request.url.path)
+        return answer
+
+    with ServerThread(
+        Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
+    ) as server:
+        yield server.url, paths
 
 
 def settings_from(**env: str) -> Settings:
@@ -336,31 +355,23 @@ async def test_twilio_hang_past_the_timeout_is_unknown(fake_twilio: FakeTwilio) 
 
 
 async def test_twilio_unreadable_success_is_unknown() -> None:
-    mock = httpx.MockTransport(lambda request: httpx.Response(201, text="<html>ok</html>"))
-    provider = TwilioProvider(
-        ACCOUNT_SID, AUTH_TOKEN, "https://api.twilio.test", 2.0, SENDER, transport=mock
-    )
-    async with contextlib.aclosing(provider):
-        error = await failure(provider.send_sms(sms()))
+    with answering(Response("<html>ok</html>", 201, media_type="text/html")) as (url, _):
+        provider = TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, url, 2.0, SENDER)
+        async with contextlib.aclosing(provider):
+            error = await failure(provider.send_sms(sms()))
 
     assert kind(error) == ("bad_response", False, True, None)
 
 
 async def test_twilio_base_url_keeps_a_path_prefix() -> None:
-    seen: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(201, json={"sid": "SM" + "1" * 32, "status": "queued"})
-
-    base = "http://gateway.test/twilio/"
-    mock = httpx.MockTransport(answer)
-    provider = TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, base, 2.0, SENDER, transport=mock)
-    async with contextlib.aclosing(provider):
-        accepted = await provider.send_sms(sms())
+    answer = JSONResponse({"sid": "SM" + "1" * 32, "status": "queued"}, 201)
+    with answering(answer) as (url, paths):
+        provider = TwilioProvider(ACCOUNT_SID, AUTH_TOKEN, f"{url}/twilio/", 2.0, SENDER)
+        async with contextlib.aclosing(provider):
+            accepted = await provider.send_sms(sms())
 
     assert accepted.provider_id == "SM" + "1" * 32
-    assert seen == [f"http://gateway.test/twilio/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"]
+    assert paths == [f"/twilio/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"]
 
 
 # SendGrid: what goes out
@@ -434,10 +445,10 @@ async def test_sendgrid_refuses_categories_that_could_carry_personal_data(
 
 
 async def test_sendgrid_without_message_id_header_uses_ours() -> None:
-    mock = httpx.MockTransport(lambda request: httpx.Response(202))
-    provider = SendGridProvider("key", "https://api.sendgrid.test", 2.0, transport=mock)
-    async with contextlib.aclosing(provider):
-        accepted = await provider.send_email(email(55))
+    with answering(Response(status_code=202)) as (url, _):
+        provider = SendGridProvider("key", url, 2.0)
+        async with contextlib.aclosing(provider):
+            accepted = await provider.send_email(email(55))
 
     assert accepted == Accepted("sendgrid-55", "sent")
 
