@@ -21,7 +21,7 @@ from app.api.openapi import build_document
 from app.api.problems import PROBLEM_TYPES, NotFound, Problem
 from app.api.routes import ENDPOINTS, PREFIX
 from app.services import Clock, Services, utc_now
-from app.settings import Settings
+from app.settings import Settings, provider_warnings
 from app.storage import changes
 from app.storage.database import Database, async_url
 from app.storage.instance import LINK_SECRET, shared_secret
@@ -69,6 +69,8 @@ def create_app(
         try:
             if migrate_on_start:
                 await migrate(db)
+            for warning in provider_warnings(settings):
+                log.warning(warning)
             # One secret for form tokens and message links, shared with every worker and web
             # process (through the database when SECRET_KEY is not set) and across restarts.
             link_secret = settings.secret_key or await shared_secret(db, LINK_SECRET, clock())

@@ -510,7 +510,12 @@ class Dispatcher:
                     return await self.sms.send_sms(plan.outgoing)
                 now_ts = int(self.clock().timestamp())
                 return await webhooks.deliver(
-                    self.http, plan.row.address, plan.content or {}, plan.secrets, now_ts
+                    self.http,
+                    plan.row.address,
+                    plan.content or {},
+                    plan.secrets,
+                    now_ts,
+                    allow_private=self.settings.webhook_allow_private,
                 )
             except ProviderError as error:
                 return error

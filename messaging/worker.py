@@ -11,7 +11,7 @@ import logging
 import signal
 
 from app.services import utc_now
-from app.settings import Settings
+from app.settings import Settings, provider_warnings
 from app.storage.database import Database
 from app.storage.instance import LINK_SECRET, shared_secret
 from messaging.dispatch import Dispatcher
@@ -25,6 +25,8 @@ async def run_worker(settings: Settings, db: Database, stop: asyncio.Event | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    for warning in provider_warnings(settings):
+        log.warning(warning)
     # Without SECRET_KEY, the key every process shares through the database signs the links.
     link_secret = settings.secret_key or await shared_secret(db, LINK_SECRET, utc_now())
     dispatcher = Dispatcher(db, settings, utc_now, link_secret=link_secret)

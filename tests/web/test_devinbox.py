@@ -211,3 +211,17 @@ async def test_with_real_providers_the_inbox_is_not_there(database_url, sent):
                 response = await http.get(path)
                 assert response.status_code == 404, path
                 assert EMAIL not in response.text
+
+
+async def test_a_server_whose_auto_providers_fell_back_to_dev_says_so_at_start(
+    database_url, caplog
+):
+    settings = Settings.from_env({"DATABASE_URL": database_url})
+    with caplog.at_level("WARNING", logger="whereabouts"):
+        async with LifespanManager(create_app(settings)):
+            pass
+    said = [r.getMessage() for r in caplog.records if r.name == "whereabouts"]
+    assert [w.split("=", 1)[0] for w in said if "reaches no shopper" in w] == [
+        "EMAIL_PROVIDER",
+        "SMS_PROVIDER",
+    ]
