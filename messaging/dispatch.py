@@ -44,7 +44,7 @@ from app.themes.registry import Theme, load_themes
 from messaging import consent, links, webhooks
 from messaging.compose import Batch
 from messaging.context import OPTIONAL_EMAIL_TRIGGERS
-from messaging.outbox import open_key
+from messaging.outbox import chunks, open_key
 from messaging.providers import (
     Accepted,
     Email,
@@ -75,7 +75,6 @@ _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
 _CAP_LOOKBACK = dt.timedelta(days=2)
-_PIPELINE = 2  # batches in flight at once in `run`
 
 
 @dataclass
@@ -133,54 +132,57 @@ class Dispatcher:
         await self.http.aclose()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send until `stop` is set; batches in flight are finished (sent and recorded) first.
+        """Send until `stop` is set; the batch in flight is finished (sent and recorded) first.
 
-        Batches overlap: while one batch's requests are out, the next is claimed, read,
-        rendered and marked `sending`. At most `_PIPELINE` batches are in flight, and the
-        semaphore keeps the requests out at once to WORKER_CONCURRENCY across them.
+        Batches overlap where it is safe: while one batch's requests are out, the next is
+        claimed, read and rendered, but it is marked `sending` only once the batch before has
+        finished, so a worker killed at any moment leaves at most one batch `unknown`; the
+        next one, still `queued` under its lease, returns to the queue when the lease runs out.
         """
-        flying: set[asyncio.Task[None]] = set()
+        flying: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 try:
-                    claimed, sends = await self._start(self.clock())
+                    claimed, plans = await self._claim_and_prepare(self.clock())
                 except Exception:
                     log.exception("dispatch batch failed; retrying after a pause")
-                    claimed, sends = 0, None
-                if sends is not None:
-                    flying.add(sends)
-                    sends.add_done_callback(flying.discard)
-                if len(flying) >= _PIPELINE:
-                    await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                    claimed, plans = 0, []
+                if flying is not None:
+                    await flying
+                    flying = None
+                if stop.is_set():
+                    break  # what was claimed but not settled is given back by `release`
+                if plans:
+                    try:
+                        sending = await self._settle(plans, self.clock())
+                    except Exception:
+                        log.exception("settling a batch failed; its lease will return it")
+                        sending = []
+                    if sending:
+                        flying = asyncio.create_task(self._send_all(sending))
                 if claimed == 0:
-                    if flying:  # news may be due again once these are recorded
-                        await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
-                        continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), self.settings.worker_poll_seconds)
         finally:
-            if flying:
-                await asyncio.wait(flying)
+            if flying is not None:
+                await flying
 
     async def run_once(self) -> int:
         """Reap stale sends, apply due choice deadlines, then claim and finish one batch."""
-        claimed, sends = await self._start(self.clock())
-        if sends is not None:
-            await sends
+        claimed, plans = await self._claim_and_prepare(self.clock())
+        if plans:
+            sending = await self._settle(plans, self.clock())
+            if sending:
+                await self._send_all(sending)
         return claimed
 
-    async def _start(self, now: dt.datetime) -> tuple[int, asyncio.Task[None] | None]:
-        """Claim, prepare and settle a batch; return how many were claimed and its sends."""
+    async def _claim_and_prepare(self, now: dt.datetime) -> tuple[int, list[_Plan]]:
+        """Claim a batch and decide (rendering what goes) for each message."""
         await self._deadlines(now)
         claimed = await self.claim(now)
         if not claimed:
-            return 0, None
-        plans = await self._prepare_all(claimed, now)
-        await self._settle(plans, now)
-        sending = [p for p in plans if p.action == "send"]
-        if not sending:
-            return len(claimed), None
-        return len(claimed), asyncio.create_task(self._send_all(sending))
+            return 0, []
+        return len(claimed), await self._prepare_all(claimed, now)
 
     async def _send_all(self, sending: list[_Plan]) -> None:
         """Make the batch's requests and record what each came to."""
@@ -368,20 +370,39 @@ class Dispatcher:
             ),
         )
 
-    async def _settle(self, plans: list[_Plan], now: dt.datetime) -> None:
-        """Store every decision; mark the sends `sending` before any request leaves."""
+    async def _settle(self, plans: list[_Plan], now: dt.datetime) -> list[_Plan]:
+        """Store every decision and mark the sends `sending` before any request leaves.
+
+        Only messages still leased to this worker are settled (renewing the lease): a lease
+        that ran out while the batch was being prepared may have gone to another worker.
+        Returns the plans to send.
+        """
         lease = now + dt.timedelta(seconds=self.settings.worker_lease_seconds)
-        sends = [
-            {
-                "_id": plan.row.id,
-                "_content": plan.content,
-                "_provider": self._provider_name(plan.row.channel),
-            }
-            for plan in plans
-            if plan.action == "send"
-        ]
         async with self.db.write() as conn:
-            if sends:
+            owned: set[int] = set()
+            ids = [plan.row.id for plan in plans]
+            for chunk in chunks(ids):
+                owned.update(
+                    (
+                        await conn.execute(
+                            update(messages)
+                            .where(
+                                messages.c.id.in_(chunk),
+                                messages.c.lease_owner == self.name,
+                                messages.c.state == "queued",
+                            )
+                            .values(lease_until=lease, updated_at=now)
+                            .returning(messages.c.id)
+                        )
+                    ).scalars()
+                )
+            if len(owned) < len(ids):
+                log.warning(
+                    "%d claimed messages were no longer ours to send", len(ids) - len(owned)
+                )
+            plans = [plan for plan in plans if plan.row.id in owned]
+            sending = [plan for plan in plans if plan.action == "send"]
+            if sending:
                 await conn.execute(
                     update(messages)
                     .where(messages.c.id == bindparam("_id"))
@@ -390,10 +411,16 @@ class Dispatcher:
                         content=bindparam("_content", type_=messages.c.content.type),
                         attempts=messages.c.attempts + 1,
                         provider=bindparam("_provider"),
-                        lease_until=lease,
                         updated_at=now,
                     ),
-                    sends,
+                    [
+                        {
+                            "_id": plan.row.id,
+                            "_content": plan.content,
+                            "_provider": self._provider_name(plan.row.channel),
+                        }
+                        for plan in sending
+                    ],
                 )
             for plan in plans:
                 row = plan.row
@@ -407,6 +434,7 @@ class Dispatcher:
                     ]
                     reason = plan.reason or plan.action
                     await self._finish(conn, row, state, reason, plan.detail or reason, now)
+        return sending
 
     async def _hold(
         self,
