@@ -101,8 +101,8 @@ SETTINGS: tuple[Setting, ...] = (
         "secret_key",
         "",
         "Secret that signs the tracking page's form tokens and the unsubscribe links in messages. "
-        "Empty: a random key per start, fine for one process; set the same long random value on "
-        "every web and worker process.",
+        "Empty: a random key made once and kept in the database, shared by every web and worker "
+        "process and kept across restarts; set it to keep the key out of the database.",
     ),
     Setting(
         "PAGE_CACHE_ENTRIES",
