@@ -29,7 +29,7 @@ from typing import Any
 
 import css_inline
 from babel import Locale
-from babel.dates import format_interval, format_time
+from babel.dates import format_interval, format_skeleton, format_time
 from jinja2 import (
     BaseLoader,
     BytecodeCache,
@@ -84,6 +84,10 @@ _END_OF_DAY = dt.time(23, 59)  # a choice deadline is the last second of a day
 _SMS_SPELLINGS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "fr": (("août", "aout"), ("Août", "Aout")),
 }
+# CLDR puts a right-to-left mark in Arabic numeric dates ("9\u200f/12"). An SMS pays a unit for
+# each, and without them a phone shows Latin digits as one left-to-right run, "9/12": the way
+# Arabic readers type a date, day first.
+_BIDI_MARKS = str.maketrans("", "", "\u200e\u200f\u061c")
 
 
 class TemplateProblem(ValueError):
@@ -183,6 +187,14 @@ def _short_moment(fmt: MessageFormatter, value: dt.datetime) -> str:
     )
 
 
+def _numeric_date(fmt: MessageFormatter, value: dt.date) -> str:
+    return format_skeleton("Md", value, locale=fmt.locale).translate(_BIDI_MARKS)
+
+
+def _numeric_range(fmt: MessageFormatter, start: dt.date, end: dt.date) -> str:
+    return str(format_interval(start, end, "Md", locale=fmt.locale)).translate(_BIDI_MARKS)
+
+
 _FORMATS: Mapping[str, Any] = {
     "date": Formatter.date,
     "short_date": Formatter.short_date,
@@ -190,6 +202,8 @@ _FORMATS: Mapping[str, Any] = {
     "moment": Formatter.moment,
     "short_moment": _short_moment,
     "number": Formatter.number,
+    "numeric_date": _numeric_date,
+    "numeric_range": _numeric_range,
 }
 
 
@@ -205,17 +219,23 @@ class SmsFormatter(MessageFormatter):
 
     Brief dates leave out what the reader supplies: the years of a range (it is weeks ahead, not
     a year) and the time of a deadline at the very end of the shopper's day ("by Dec 9").
+    Numeric dates write the day and month in digits, in the locale's order ("12/9", "9/12").
     """
 
     brief: bool = False
+    numeric: bool = False
 
     def date(self, value: dt.date) -> str:
         return _spell(self.locale, super().date(value))
 
     def short_date(self, value: dt.date) -> str:
+        if self.numeric:
+            return _formatted(self, "numeric_date", value)
         return _spell(self.locale, super().short_date(value))
 
     def date_range(self, start: dt.date, end: dt.date) -> str:
+        if self.numeric:
+            return _formatted(self, "numeric_range", start, end)
         if self.brief:
             return _spell(self.locale, format_interval(start, end, "MMMd", locale=self.locale))
         return _spell(self.locale, super().date_range(start, end))
@@ -237,23 +257,30 @@ class Room:
     `brief` picks the brief wording: the order number and secondary details are left to the link
     (the page has them all), dates are brief. Without `titles` a choice names "an item"; without
     `refs` the reply options do not name the choice's short ref (a bare "1" from a number with
-    several orders open gets a question back: which order?).
+    several orders open gets a question back: which order?). `tight` picks the tightest wording:
+    a choice's news in a few words and its options as a menu, one a line, and the opt-out line
+    as a label ("Opt out: STOP"). `numeric` writes dates in digits ("9/12" for December 9).
     """
 
     brief: bool = False
     titles: bool = True
     refs: bool = True
+    tight: bool = False
+    numeric: bool = False
 
 
 FULL = Room()
 # Least loss first. A short ref outweighs a title (without it a reply costs another exchange),
-# but once the refs are gone the titles may fit again.
+# but once the refs are gone the titles may fit again. The tight wording and then numeric dates
+# come last: a month's name cannot be misread, "9/12" can by a reader used to month first.
 _LADDER = (
     FULL,
     Room(brief=True),
     Room(brief=True, titles=False),
     Room(brief=True, refs=False),
     Room(brief=True, titles=False, refs=False),
+    Room(brief=True, titles=False, refs=False, tight=True),
+    Room(brief=True, titles=False, refs=False, tight=True, numeric=True),
 )
 
 
@@ -361,16 +388,19 @@ class MessageRenderer:
         """Render the SMS, giving up as little as it can (title length, then detail) to fit.
 
         The ladder, least loss first: the full wording, the brief wording, a choice without its
-        titles, replies without the short ref (with titles, then without); at each step titles
-        are clipped as little as needed, never below MIN_TITLE_ROOM. The first rendering in two
-        segments wins; when none fits, the first that reaches the fewest segments any step can.
+        titles, replies without the short ref (with titles, then without), the tight wording,
+        then numeric dates; at each step titles are clipped as little as needed, never below
+        MIN_TITLE_ROOM. The first rendering in two segments wins; when none fits, the first that
+        reaches the fewest segments any step can.
         """
         env, values = self._prepare(ctx, overrides)
         name = f"{ctx.lead.trigger}.sms.text"
         lead: Story = values["lead"]
         fmt: MessageFormatter = values["fmt"]
         formatters = {
-            brief: SmsFormatter(fmt.locale, fmt.timezone, brief=brief) for brief in (False, True)
+            (brief, numeric): SmsFormatter(fmt.locale, fmt.timezone, brief=brief, numeric=numeric)
+            for brief in (False, True)
+            for numeric in (False, True)
         }
         bare = lead
         if lead.choice and lead.replies != _replies(lead.choice, several_orders=False):
@@ -390,7 +420,7 @@ class MessageRenderer:
                     **values,
                     "room": room,
                     "clip": clip,
-                    "fmt": formatters[room.brief],
+                    "fmt": formatters[room.brief, room.numeric],
                     "lead": story,
                     "stories": (story, *values["stories"][1:]),
                 },
@@ -405,9 +435,16 @@ class MessageRenderer:
             """Return the first rendering in `target` segments (if any), and the first shortest."""
             shortest: RenderedSms | None = None
             seen: set[str] = set()
-            for room in _LADDER:
-                if (not room.titles and not lead.choice) or (not room.refs and bare is lead):
-                    continue  # only a choice names "an item"; only a short ref can be left out
+            rooms: set[Room] = set()
+            for step in _LADDER:
+                # Only a choice names "an item" and only a short ref can be left out: a step that
+                # gives up what this SMS does not have is the step it equals, tried once.
+                room = replace(
+                    step, titles=step.titles or not lead.choice, refs=step.refs or bare is lead
+                )
+                if room in rooms:
+                    continue
+                rooms.add(room)
                 sms, titles = attempt(room, None)
                 if sms.body in seen:
                     continue  # the template gives nothing up at this step (a brand's own, say)

@@ -10,10 +10,13 @@ GSM-7. A stress test adds a 25-character brand, a longer host and two more updat
 Arabic is UCS-2: 134 code units in two segments, of which the brand line and the short link take
 69. Where the full wording does not fit, the renderer gives up the least it can
 (`MessageRenderer.sms`): the brief wording (the order number and secondary details left to the
-link), then a choice's product titles, then its short refs. One SMS cannot fit: a choice that is
-the first SMS a number gets from the brand. Its opt-out line leaves 45 units for the news, the
-deadline and the three replies, whose briefest Arabic takes 57 ("سيتأخر منتج." and "رد حتى 9
-ديسمبر: 1 انتظار، 2 بديل، 3 استرداد."), so it pays for a third segment and keeps its full wording.
+link), then a choice's product titles, then its short refs, then the tight wording, then dates
+in digits. Only a choice that is the first SMS a number gets from the brand goes that far: the
+brief opt-out line ("أرسل STOP للإيقاف.") leaves it 45 units for the news, the deadline and the
+three replies, whose brief Arabic takes 57. Its tight wording is a headline, the deadline and the
+options as a menu, one a line, and the opt-out line as a label: "تأخر منتج." / "رد حتى 9/12:" /
+"1 انتظار" / "2 بديل" / "3 استرداد" / link / "للإيقاف: STOP", 132 units, 133 with a two-digit
+day and month ("19/12").
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pytest
 from app.i18n import LOCALES
 from messaging.context import MessageContext
 from messaging.render import MessageRenderer, RenderedSms, SmsFormatter
+from messaging.replies import read_reply
 from messaging.segments import count_segments, is_gsm7, normalize_sms
 from tests.messaging.test_render import (
     CODE,
@@ -106,6 +110,8 @@ def in_august(ctx: MessageContext) -> MessageContext:
 
 # 23:59 on Aug 9 in New York.
 AUGUST_DEADLINE = dt.datetime(2026, 8, 10, 3, 59, tzinfo=dt.UTC).isoformat()
+# 23:59 on Dec 19 in New York: the longest numeric date ("19/12").
+LATE_DEADLINE = dt.datetime(2026, 12, 20, 4, 59, tzinfo=dt.UTC).isoformat()
 
 # (case, lead trigger, news data, a change to the context)
 CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext], Any] | None]] = [
@@ -157,6 +163,12 @@ CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext]
     ("window_at_risk", "window_at_risk", {}, None),
     ("window_expired", "window_expired", {}, None),
     ("window_expired-no-alternative", "window_expired", {}, without_alternatives),
+    (
+        "window_expired-two-digit-deadline",
+        "window_expired",
+        with_data("window_expired", deadline=LATE_DEADLINE),
+        None,
+    ),
     ("choice_confirmed-switch", "choice_confirmed", {}, None),
     (
         "choice_confirmed-keep",
@@ -261,7 +273,7 @@ def shown(sms: RenderedSms) -> str:
 
 
 def first_contact_choice(case: str, locale: str, first_sms: bool) -> bool:
-    """Tell whether this is the one SMS that cannot fit: an Arabic choice as the first SMS."""
+    """Tell whether this SMS needs the tight wording: an Arabic choice as the first SMS."""
     return first_sms and locale == "ar" and trigger_of(case) in CHOICES
 
 
@@ -271,30 +283,65 @@ def first_contact_choice(case: str, locale: str, first_sms: bool) -> bool:
 def test_sms_fits_in_two_segments(
     renderer: MessageRenderer, case: str, locale: str, first_sms: bool
 ):
-    if first_contact_choice(case, locale, first_sms):
-        pytest.skip("three segments: test_a_first_arabic_choice_sms_takes_three_segments")
     sms = renderer.sms(context(case, locale, first_sms=first_sms))
     lines = sms.body.splitlines()
     assert lines[0].startswith(BRAND + ":")
     if first_sms:
-        assert lines[-2:] == [SMS_URL, sms_text(say(locale, "Reply STOP to opt out."))]
+        # The opt-out line is a label only in the tight wording, which nothing else needs.
+        tight = first_contact_choice(case, locale, first_sms)
+        opt_out = "Opt out: STOP" if tight else "Reply STOP to opt out."
+        assert lines[-2:] == [SMS_URL, sms_text(say(locale, opt_out))]
+        assert "STOP" in lines[-1]
     else:
         assert lines[-1] == SMS_URL
     assert count_segments(sms.body).segments == sms.segments
     assert sms.segments <= 2, shown(sms)
 
 
+def test_a_first_arabic_choice_sms_in_its_tight_wording(renderer: MessageRenderer):
+    body = renderer.sms(context("window_at_risk", "ar")).body
+    assert body.splitlines() == [
+        f"{BRAND}:",
+        "تأخر منتج.",
+        "رد حتى 9/12:",
+        "1 انتظار",
+        "2 بديل",
+        "3 استرداد",
+        SMS_URL,
+        "للإيقاف: STOP",
+    ]
+
+
 @pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in CHOICES])
-def test_a_first_arabic_choice_sms_takes_three_segments(renderer: MessageRenderer, case: str):
-    """Paying for the third segment, it keeps the full wording: title, order and short refs."""
-    sms = renderer.sms(context(case, "ar"))
-    assert sms.segments == 3, shown(sms)
+def test_a_first_arabic_choice_sms_keeps_every_fact(renderer: MessageRenderer, case: str):
+    """Brand, news, deadline, the numbered options, link and how to stop, in two segments."""
+    ctx = context(case, "ar")
+    sms = renderer.sms(ctx)
+    assert sms.segments == 2, shown(sms)
     lines = sms.body.splitlines()
-    assert lines[0] == BRAND + ":"
-    assert lines[-2:] == [SMS_URL, sms_text(say("ar", "Reply STOP to opt out."))]
-    assert "NW-100234" in sms.body
-    assert "Alpine Pr" in sms.body
-    assert all(f"{n} A7" in sms.body for n in (1, 3))
+    assert lines[:2] == [BRAND + ":", say("ar", "An item is delayed.")]
+    assert lines[-2:] == [SMS_URL, say("ar", "Opt out: STOP")]
+    # The deadline: the month's name where it fits, else day/month in digits.
+    choice = ctx.order.choices[0]
+    deadline = dt.datetime.fromisoformat(ctx.news[0].data["deadline"])
+    dates = {
+        SmsFormatter("ar", zoneinfo.ZoneInfo(TIMEZONE), brief=True, numeric=numeric).short_moment(
+            deadline
+        )
+        for numeric in (False, True)
+    }
+    assert lines[2] in {say("ar", "Reply by %(deadline)s:", deadline=date) for date in dates}
+    # Each option a line; its number and its word both read as what the option says.
+    labels = {"keep": "انتظار", "switch": "بديل", "refund": "استرداد"}
+    switch = [f"2 {labels['switch']}"] if choice.alternatives else []
+    options = lines[3:-2]
+    assert options == [f"1 {labels['keep']}", *switch, f"3 {labels['refund']}"]
+    for option in options:
+        number, word = option.split(" ", 1)
+        decision = read_reply(word).decision
+        assert decision is not None
+        assert labels[decision] == word
+        assert read_reply(number).decision == decision
 
 
 def test_arabic_gives_up_the_least_it_can(renderer: MessageRenderer):
@@ -357,8 +404,8 @@ def test_french_email_keeps_the_circumflex(renderer: MessageRenderer):
 
 @pytest.mark.parametrize("locale", GSM_LOCALES)
 def test_sms_dates_of_every_month_stay_in_the_gsm_alphabet(locale: str):
-    for brief in (False, True):
-        fmt = SmsFormatter(locale, zoneinfo.ZoneInfo(TIMEZONE), brief=brief)
+    for brief, numeric in ((False, False), (True, False), (True, True)):
+        fmt = SmsFormatter(locale, zoneinfo.ZoneInfo(TIMEZONE), brief=brief, numeric=numeric)
         for month in range(1, 13):
             start = dt.date(2026, month, 3)
             texts = [
@@ -370,6 +417,26 @@ def test_sms_dates_of_every_month_stay_in_the_gsm_alphabet(locale: str):
             ]
             for text in texts:
                 assert is_gsm7(normalize_sms(text)), (month, text)
+
+
+def test_numeric_dates_put_the_day_where_the_locale_reads_it():
+    """Day and month in digits, without the bidi marks CLDR gives Arabic (a unit each)."""
+    dates = {
+        locale: SmsFormatter(locale, zoneinfo.ZoneInfo(TIMEZONE), brief=True, numeric=True)
+        for locale in LOCALES
+    }
+    december_9, december_19 = dt.date(2026, 12, 9), dt.date(2026, 12, 19)
+    assert {locale: fmt.short_date(december_9) for locale, fmt in dates.items()} == {
+        "en": "12/9",
+        "es": "9/12",
+        "fr": "09/12",
+        "de": "9.12.",
+        "ar": "9/12",
+    }
+    assert dates["ar"].short_date(december_19) == "19/12"
+    assert sms_text(dates["ar"].date_range(december_9, december_19)) == "9/12 - 19/12"
+    # A deadline at the very end of the shopper's day is the date alone.
+    assert dates["ar"].short_moment(dt.datetime(2026, 12, 10, 4, 59, tzinfo=dt.UTC)) == "9/12"
 
 
 def test_a_title_too_long_for_the_sms_is_clipped(renderer: MessageRenderer):
