@@ -10,7 +10,7 @@ line here.
 
 ValueError
  └─ ProviderConfigError    the settings choose a provider that cannot be built
-ProviderError              a send did not go through (see messaging.providers.base)
+ProviderError              a send or a lookup did not go through (see messaging.providers.base)
 
 The HTTP providers share one client (messaging.providers.http: aiohttp, idle connections
 dropped after 2 s, a request that never left told from one whose answer was lost) and the
@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from messaging.providers.base import (
     Accepted,
+    Attempt,
     Email,
     EmailProvider,
     ProviderError,
+    Sighting,
     Sms,
     SmsProvider,
 )
@@ -43,10 +45,12 @@ __all__ = [
     "EMAIL_PROVIDERS",
     "SMS_PROVIDERS",
     "Accepted",
+    "Attempt",
     "Email",
     "EmailProvider",
     "ProviderConfigError",
     "ProviderError",
+    "Sighting",
     "Sms",
     "SmsProvider",
     "build_email_provider",

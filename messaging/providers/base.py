@@ -1,15 +1,22 @@
 """What every provider takes and gives back, and how it fails.
 
-ProviderError              a send did not go through
- ├─ permanent=True         never retried (an invalid number, an opted-out number, a 4xx)
+ProviderError              a send (or a lookup) did not go through
+ ├─ permanent=True         never retried (an invalid number, an opted-out number, a 4xx);
+ │                         for a lookup: this provider cannot look messages up at all
  ├─ permanent=False        retried with backoff (429, 5xx, a connection that never opened);
  │                         `retry_after` carries the provider's Retry-After in seconds
  └─ unknown=True           the request may have arrived (the reply never came back): the
                            message is marked `unknown`, never blindly sent again
+
+A send marked `unknown` is settled by the provider's status report or by a lookup: each
+provider's `find_email` / `find_sms` takes the `Attempt` we made and lists what the provider
+holds that fits it (`Sighting`s, oldest first). An empty list means the provider can look and
+has none of it; a ProviderError means it cannot tell.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,8 +57,33 @@ class Accepted:
     state: str = "sent"
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A send whose answer was lost, as far as we know it, to look it up by."""
+
+    message_id: int
+    to: str
+    since: dt.datetime  # the request left no earlier than this (clock skew allowed for)
+    until: dt.datetime | None = None  # ... and no later than this
+    body: str = ""  # SMS: the text exactly as sent
+    subject: str = ""  # email
+    from_number: str | None = None  # SMS: the message's own sender, as in Sms
+    messaging_service_sid: str | None = None
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A message the provider holds that fits an Attempt: its id and the provider's status."""
+
+    provider_id: str
+    status: str  # the provider's own word (Twilio's status, SendGrid's activity status)
+    at: dt.datetime | None = None  # when the provider took it, as near as it says
+    error_code: str | None = None
+    error_detail: str | None = None
+
+
 class ProviderError(Exception):
-    """A send that did not go through; see the module docstring for the three kinds."""
+    """A send (or a lookup) that did not go through; see the module docstring for the kinds."""
 
     def __init__(
         self,
@@ -75,6 +107,8 @@ class EmailProvider(Protocol):
 
     async def send_email(self, email: Email) -> Accepted: ...
 
+    async def find_email(self, attempt: Attempt) -> list[Sighting]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -82,5 +116,7 @@ class SmsProvider(Protocol):
     name: str
 
     async def send_sms(self, sms: Sms) -> Accepted: ...
+
+    async def find_sms(self, attempt: Attempt) -> list[Sighting]: ...
 
     async def aclose(self) -> None: ...

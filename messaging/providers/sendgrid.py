@@ -1,23 +1,31 @@
-"""Send email through SendGrid's v3 Mail Send API.
+"""Send email through SendGrid's v3 Mail Send API, and look up a send whose answer was lost.
 
 The sendgrid library's `Mail` helpers build the JSON body; the provider's HttpClient (see
 messaging.providers.http) posts it. Categories and custom_args reach SendGrid's event webhook
 and its dashboards, so they carry only our message id and trigger names, never personal data.
+
+A lookup (`find_email`) asks the Email Activity API (`GET /v3/messages`) for the messages whose
+custom argument names ours: `query=unique_args['whereabouts_message_id']="<id>"`. That API is a
+paid add-on: without it SendGrid answers 400 ("authorization required") or 403 ("access
+forbidden"), and every 4xx but 429 means this account cannot look up (permanent). Its feed lags
+the sends by minutes, so a lookup soon after a send may miss it: callers wait first.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, ReplyTo, To
 from sendgrid.helpers.mail.exceptions import SendGridException
 
 from messaging.providers import parse_retry_after, redact, require
-from messaging.providers.base import Accepted, Email, ProviderError
+from messaging.providers.base import Accepted, Attempt, Email, ProviderError, Sighting
 from messaging.providers.http import KEEPALIVE_SECONDS, Answer, HttpClient
 
 if TYPE_CHECKING:
@@ -26,6 +34,9 @@ if TYPE_CHECKING:
 MESSAGE_ID_ARG = "whereabouts_message_id"
 # Trigger-style names only, so an address or a name cannot slip into SendGrid's analytics.
 _CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+# One send to one recipient is one message in the activity feed; a few more leave room for
+# another installation that shares the account (their ids can repeat ours).
+_LOOKUP_LIMIT = 10
 
 
 class SendGridProvider:
@@ -42,6 +53,7 @@ class SendGridProvider:
         keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v3/mail/send"
+        self._activity_url = base_url.rstrip("/") + "/v3/messages"
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._http = HttpClient("SendGrid", timeout, keepalive_seconds=keepalive_seconds)
 
@@ -55,6 +67,30 @@ class SendGridProvider:
             raise _status_error(answer)
         provider_id = answer.headers.get("X-Message-Id") or f"sendgrid-{email.message_id}"
         return Accepted(provider_id)
+
+    async def find_email(self, attempt: Attempt) -> list[Sighting]:
+        """List the activity feed's messages with our id and the same address, oldest first."""
+        query = f"unique_args['{MESSAGE_ID_ARG}']=\"{attempt.message_id}\""
+        url = self._activity_url + "?" + urlencode({"query": query, "limit": _LOOKUP_LIMIT})
+        answer = await self._http.request(
+            "GET", url, b"", {"Authorization": self._headers["Authorization"]}
+        )
+        if not answer.is_success:
+            raise _lookup_error(answer)
+        try:
+            listed = answer.json()["messages"]
+            found = [
+                _sighting(item)
+                for item in listed
+                if str(item["to_email"]).lower() == attempt.to.lower()
+                and (_when(item) or attempt.since) >= attempt.since
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError(
+                "SendGrid's activity answer could not be read", code="bad_response"
+            ) from exc
+        found.sort(key=lambda sighting: sighting.at or attempt.since)
+        return found
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -106,6 +142,34 @@ def _status_error(answer: Answer) -> ProviderError:
     if status == 408 or status >= 500:
         return ProviderError(detail, code=f"sendgrid:{status}")
     return ProviderError(detail, code=f"sendgrid:{status}", permanent=True)
+
+
+def _lookup_error(answer: Answer) -> ProviderError:
+    """Map an activity feed error: 401, 429 and 5xx as for a send; other 4xx: no lookups here."""
+    error = _status_error(answer)
+    if answer.status in (401, 429) or answer.status >= 500:
+        return error
+    detail = f"the Email Activity API is not available ({answer.status}: {error.detail})"
+    return ProviderError(detail, code="sendgrid:no-activity", permanent=True)
+
+
+def _sighting(item: dict[str, Any]) -> Sighting:
+    """Read one message of the activity feed; its msg_id up to the first dot is the X-Message-Id."""
+    msg_id = str(item["msg_id"])
+    return Sighting(
+        provider_id=msg_id.partition(".")[0] or msg_id,
+        status=str(item.get("status") or ""),
+        at=_when(item),
+    )
+
+
+def _when(item: dict[str, Any]) -> dt.datetime | None:
+    """Read last_event_time (ISO 8601, UTC)."""
+    try:
+        when = dt.datetime.fromisoformat(str(item.get("last_event_time")))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 def _first_error(answer: Answer) -> str | None:

@@ -1,4 +1,4 @@
-"""Send SMS through Twilio's Messages API.
+"""Send SMS through Twilio's Messages API, and look up a send whose answer was lost.
 
 The twilio library builds each request (form fields, Basic auth, the account's Messages URL) and
 reads the message resource; `_Transport`, its async HTTP client, carries the requests to
@@ -9,6 +9,12 @@ failures to ProviderError: only it can tell a request that never left from an an
 came, and only it sees Retry-After (the library's own exception keeps no headers).
 
 Phone numbers and bodies are never logged, and are removed from Twilio's error texts.
+
+A lookup (`find_sms`) lists the Messages to the attempt's number and keeps the outbound ones
+with the same body and sender, created within the attempt's time. It does not filter on
+DateSent: a Message still waiting in Twilio's queue has no date_sent yet, and a filter on it
+could hide the very message we look for (which would then go twice). Past LOOKUP_LIMIT
+Messages to one number it cannot tell that a message is not there, and says so.
 """
 
 from __future__ import annotations
@@ -18,18 +24,23 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
+from twilio.base.exceptions import TwilioException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from messaging.providers import parse_retry_after, redact, require
-from messaging.providers.base import Accepted, ProviderError, Sms
+from messaging.providers.base import Accepted, Attempt, ProviderError, Sighting, Sms
 from messaging.providers.http import KEEPALIVE_SECONDS, Answer, HttpClient
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 _logger = logging.getLogger(__name__)
+# A lookup reads at most this many Messages to one number, its whole history (two pages): far
+# more than a shopper gets from every brand that shares the account.
+LOOKUP_LIMIT = 200
+_LOOKUP_PAGE = 100
 
 
 class TwilioProvider:
@@ -62,7 +73,7 @@ class TwilioProvider:
                 to=sms.to,
                 body=sms.body,
                 status_callback=sms.status_callback,
-                **self._sender(sms),
+                **self._sender(sms.from_number, sms.messaging_service_sid),
             )
         except ValueError as exc:
             # A 2xx whose body is not a message resource: Twilio took something, we lack its SID.
@@ -71,13 +82,34 @@ class TwilioProvider:
             raise _unreadable()
         return Accepted(str(message.sid))
 
+    async def find_sms(self, attempt: Attempt) -> list[Sighting]:
+        """List the Messages Twilio holds that fit the attempt, oldest first; see the module."""
+        sender = self._sender(attempt.from_number, attempt.messaging_service_sid)
+        try:
+            listed = await self._client.api.account.messages.list_async(
+                to=attempt.to, limit=LOOKUP_LIMIT, page_size=_LOOKUP_PAGE
+            )
+            fits = [message for message in listed if _fits(message, attempt, sender)]
+        except (TwilioException, ValueError, TypeError, AttributeError) as exc:
+            # A 2xx that is not a message list (the transport raised on any other status).
+            raise ProviderError(
+                "Twilio's message list could not be read", code="bad_response"
+            ) from exc
+        if not fits and len(listed) >= LOOKUP_LIMIT:
+            raise ProviderError(
+                f"more than {LOOKUP_LIMIT} messages to the number: cannot tell",
+                code="twilio:too-many",
+                permanent=True,
+            )
+        fits.sort(key=lambda message: message.date_created or attempt.since)
+        return [_sighting(message) for message in fits]
+
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._transport.aclose()
 
-    def _sender(self, sms: Sms) -> dict[str, str]:
+    def _sender(self, number: str | None, service: str | None) -> dict[str, str]:
         """Choose the sender: the message's own over the defaults, a Messaging Service over From."""
-        service, number = sms.messaging_service_sid, sms.from_number
         if not service and not number:
             service, number = self._messaging_service_sid, self._from_number
         if service:
@@ -109,9 +141,12 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type
         allow_redirects: bool = False,  # never followed: a send is never repeated elsewhere
     ) -> Response:
         """Send one request to base_url + the path the library built; return its answer."""
-        url = self._base_url + urlsplit(uri).path
+        # The query of `uri` stays: a list's next page is a URI with its paging in the query.
+        parts = urlsplit(uri)
+        query = [parts.query] if parts.query else []
         if params:
-            url += "?" + urlencode(params, doseq=True)
+            query.append(urlencode(params, doseq=True))
+        url = self._base_url + parts.path + ("?" + "&".join(query) if query else "")
         headers = dict(headers or {})
         if auth is not None:
             headers["Authorization"] = self._basic(auth)
@@ -153,6 +188,33 @@ def _status_error(answer: Answer) -> ProviderError:
     if status == 408 or status >= 500:
         return ProviderError(detail, code=code)
     return ProviderError(detail, code=code, permanent=True)
+
+
+def _fits(message: Any, attempt: Attempt, sender: dict[str, str]) -> bool:
+    """Tell whether a listed Message is one the attempt may have created."""
+    if not str(message.direction or "").startswith("outbound"):
+        return False
+    if not message.sid or message.to != attempt.to or message.body != attempt.body:
+        return False
+    if "messaging_service_sid" in sender:
+        if message.messaging_service_sid != sender["messaging_service_sid"]:
+            return False
+    elif message.from_ != sender["from_"]:
+        return False
+    created = message.date_created
+    if created is None:
+        return True  # a Message without a creation time cannot be ruled out by it
+    return created >= attempt.since and (attempt.until is None or created <= attempt.until)
+
+
+def _sighting(message: Any) -> Sighting:
+    return Sighting(
+        provider_id=str(message.sid),
+        status=str(message.status or ""),
+        at=message.date_created,
+        error_code=str(message.error_code) if message.error_code else None,
+        error_detail=redact(str(message.error_message))[:500] if message.error_message else None,
+    )
 
 
 def _unreadable() -> ProviderError:

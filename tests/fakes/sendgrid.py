@@ -10,6 +10,15 @@ It checks the Bearer key, validates the JSON shape as far as a send depends on i
 with an `X-Message-Id`, records every request's exact body and headers, and plays queued
 faults (see `Fault`; a 429 also carries SendGrid's X-RateLimit-* headers).
 
+Every mail it accepted (also under a `hang` or `drop` fault, not under `lose`) shows in the
+Email Activity API, `GET /v3/messages?query=...&limit=N`, as SendGrid's filter answers: a
+`messages` list, newest first, of msg_id (the X-Message-Id, a dot, SendGrid's own suffix),
+from_email, to_email, subject, status (`processed` until `set_status` says `delivered` or
+`not_delivered`), opens_count, clicks_count and last_event_time. The query takes terms such as
+`unique_args['whereabouts_message_id']="7"` or `to_email="a@b.example"`, parenthesized or not,
+joined by AND. `activity_available = False` answers as an account without the paid add-on
+does: 403 "access forbidden". Times come from the fake's clock.
+
 Standalone (prints its URL, stops on SIGINT/SIGTERM; POST /_fake/faults queues faults as JSON):
 
     python -m tests.fakes.sendgrid --port 8802
@@ -18,12 +27,14 @@ Standalone (prints its URL, stops on SIGINT/SIGTERM; POST /_fake/faults queues f
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -31,7 +42,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import DroppedResponse, FakeService, Fault, serve_until_signalled
+from tests.fakes.server import (
+    Clock,
+    DroppedResponse,
+    FakeService,
+    Fault,
+    LookupRequest,
+    serve_until_signalled,
+    utc_now,
+)
 
 API_KEY = "SG.fakesendgridkey.fortestsonly"
 UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
@@ -43,6 +62,13 @@ _MESSAGES = {
     500: "An internal server error occurred.",
     503: "The service is unavailable.",
 }
+FORBIDDEN = "access forbidden"
+# One term of an activity query: name="value", or unique_args['name']="value".
+_TERM = re.compile(
+    r"\(?\s*(?:unique_args\['(?P<arg>[^']+)'\]|(?P<field>[a-z_]+))"
+    r'\s*=\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*\)?'
+)
+_FIELDS = ("msg_id", "from_email", "to_email", "subject", "status")
 
 
 @dataclass(frozen=True)
@@ -60,18 +86,49 @@ class SendGridRequest:
     fault: str | None
 
 
+@dataclass
+class _Activity:
+    """A mail the fake accepted, as the activity feed shows it, and its custom arguments."""
+
+    summary: dict[str, Any]
+    unique_args: dict[str, str] = field(default_factory=dict)
+
+
 class FakeSendGrid(FakeService[SendGridRequest]):
-    """SendGrid's `POST /v3/mail/send`, on 127.0.0.1."""
+    """SendGrid's `POST /v3/mail/send` and `GET /v3/messages`, on 127.0.0.1."""
 
     name = "sendgrid"
 
-    def __init__(self, api_key: str = API_KEY) -> None:
-        super().__init__()
+    def __init__(
+        self, api_key: str = API_KEY, clock: Clock = utc_now, *, activity_available: bool = True
+    ) -> None:
+        super().__init__(clock)
         self.api_key = api_key
+        self.activity_available = activity_available
+        self._activity: dict[str, _Activity] = {}  # by X-Message-Id
 
     def routes(self) -> list[Route]:
-        """Return the Mail Send route."""
-        return [Route("/v3/mail/send", self._send, methods=["POST"])]
+        """Return the Mail Send and Email Activity routes."""
+        return [
+            Route("/v3/mail/send", self._send, methods=["POST"]),
+            Route("/v3/messages", self._filter_messages, methods=["GET"]),
+        ]
+
+    @property
+    def activity(self) -> list[dict[str, Any]]:
+        """Return the activity feed's messages (accepted mails), oldest first."""
+        with self._lock:
+            return [dict(item.summary) for item in self._activity.values()]
+
+    def set_status(self, x_message_id: str, status: str) -> None:
+        """Move an accepted mail on: `delivered` or `not_delivered`."""
+        with self._lock:
+            summary = self._activity[x_message_id].summary
+            summary["status"] = status
+            summary["last_event_time"] = _iso(self.clock())
+
+    def _forget(self) -> None:
+        self._activity.clear()
 
     def count(self, message_id: int, *, accepted_only: bool = False) -> int:
         """Count the sends received for one of our messages."""
@@ -99,12 +156,15 @@ class FakeSendGrid(FakeService[SendGridRequest]):
             if fault is not None and fault.kind == "error":
                 status, headers = fault.status, _fault_headers(fault)
                 payload = _errors(fault.message or _MESSAGES.get(fault.status, "Error"))
+            elif fault is not None and fault.kind == "lose":
+                status, payload = 502, _errors("Bad gateway.")
             elif errors := _problems(body):
                 status, payload = 400, {"errors": errors}
             else:
                 status = 202
                 x_message_id = secrets.token_urlsafe(16)
                 headers = {"X-Message-Id": x_message_id}
+                self._keep(x_message_id, body)
         self._record(
             SendGridRequest(
                 method=request.method,
@@ -120,11 +180,90 @@ class FakeSendGrid(FakeService[SendGridRequest]):
         )
         if fault is not None and fault.kind == "hang":
             await self._hold(request, fault.seconds)
-        if fault is not None and fault.kind == "drop":
+        if fault is not None and fault.kind in ("drop", "lose"):
             return DroppedResponse(status)
         if payload is None:
             return Response(status_code=status, headers=headers)
         return JSONResponse(payload, status_code=status, headers=headers)
+
+    def _keep(self, x_message_id: str, body: dict[str, Any]) -> None:
+        """Add an accepted mail (one personalization, one recipient) to the activity feed."""
+        now = self.clock()
+        personalization = body["personalizations"][0]
+        summary = {
+            "from_email": body["from"]["email"],
+            "msg_id": f"{x_message_id}.filterdrecv-fake-1-{int(now.timestamp()):X}-0.0",
+            "subject": personalization.get("subject") or body.get("subject"),
+            "to_email": personalization["to"][0]["email"],
+            "status": "processed",
+            "opens_count": 0,
+            "clicks_count": 0,
+            "last_event_time": _iso(now),
+        }
+        args = {**body.get("custom_args", {}), **personalization.get("custom_args", {})}
+        with self._lock:
+            self._activity[x_message_id] = _Activity(summary, args)
+
+    async def _filter_messages(self, request: Request) -> Response:
+        query = dict(request.query_params)
+        fault: Fault | None = None
+        headers: dict[str, str] = {}
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            status, payload = 401, _errors(UNAUTHORIZED)
+        elif not self.activity_available:
+            status, payload = 403, _errors(FORBIDDEN)
+        else:
+            fault = self._next_lookup_fault()
+            if fault is not None and fault.kind in ("error", "lose"):
+                status, headers = fault.status or 502, _fault_headers(fault)
+                payload = _errors(fault.message or _MESSAGES.get(status, "Error"))
+            else:
+                status, payload = self._search(query)
+        kind = None if fault is None else fault.kind
+        self._record_lookup(LookupRequest(request.method, request.url.path, query, status, kind))
+        if fault is not None and fault.kind == "hang":
+            await self._hold(request, fault.seconds)
+        if fault is not None and fault.kind in ("drop", "lose"):
+            return DroppedResponse(status)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    def _search(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Answer a filter of the activity feed, newest first."""
+        try:
+            limit = int(query["limit"])
+        except (KeyError, ValueError):
+            return 400, _errors("limit must be a number from 1 to 1000", "limit")
+        if not 1 <= limit <= 1000:
+            return 400, _errors("limit must be a number from 1 to 1000", "limit")
+        terms = _terms(query.get("query", ""))
+        if terms is None:
+            return 400, _errors("invalid syntax", "query")
+        with self._lock:
+            found = [
+                dict(item.summary)
+                for item in reversed(self._activity.values())
+                if all(
+                    (item.unique_args.get(name) if arg else item.summary.get(name)) == value
+                    for arg, name, value in terms
+                )
+            ]
+        return 200, {"messages": found[:limit]}
+
+
+def _terms(query: str) -> list[tuple[bool, str, str]] | None:
+    """Read `a="1" AND unique_args['b']="2"` as (is a unique arg, name, value); None if invalid."""
+    terms = []
+    for part in re.split(r"\s+AND\s+", query.strip()) if query.strip() else []:
+        match = _TERM.fullmatch(part.strip())
+        if match is None or (match["field"] and match["field"] not in _FIELDS):
+            return None
+        value = re.sub(r"\\(.)", r"\1", match["value"])
+        terms.append((match["arg"] is not None, match["arg"] or match["field"], value))
+    return terms
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _errors(message: str, field: str | None = None) -> dict[str, Any]:

@@ -4,12 +4,14 @@
         httpx.get(f"{server.url}/health")
 
 `FakeService` is the base of `FakeTwilio` and `FakeSendGrid`: it owns the server thread, a
-queue of scripted faults (`Fault`) and the thread-safe list of requests received.
+clock (the time the fake stamps on what it takes), queues of scripted faults (`Fault`) for sends
+and for lookups, the thread-safe list of sends received and the list of lookups answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import signal
 import threading
@@ -38,6 +40,12 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 R = TypeVar("R", bound="DataclassInstance")
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """Tell the real time, in UTC (the fakes' clock unless a test gives its own)."""
+    return dt.datetime.now(dt.UTC)
 
 
 class ServerThread:
@@ -115,16 +123,19 @@ class ServerThread:
         self.stop()
 
 
-FaultKind = Literal["error", "hang", "drop"]
+FaultKind = Literal["error", "hang", "drop", "lose"]
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One scripted misbehaviour of a fake, applied to the next authenticated send.
+    """One scripted misbehaviour of a fake, applied to the next authenticated send (or lookup).
 
     error  answer `status` with the fake's own error body (`code`, `message`) and `headers`
     hang   hold the answer for `seconds` (or until the client gives up), then accept the send
     drop   accept the send, then close the connection halfway through the answer
+    lose   take the request without accepting it, then close the connection halfway through
+           the answer, as a proxy in front of the provider might: the client cannot tell it
+           from `drop`, the provider has no message
     """
 
     kind: FaultKind
@@ -162,6 +173,11 @@ class Fault:
         return cls("drop")
 
     @classmethod
+    def lose(cls) -> Fault:
+        """Take the request without accepting it, then drop the connection mid-answer."""
+        return cls("lose")
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
         """Build a fault from its JSON form (the control endpoint of a standalone fake)."""
         return replace(cls(data["kind"]), **{k: v for k, v in data.items() if k != "kind"})
@@ -184,15 +200,29 @@ class DroppedResponse(Response):
         # sent its whole request and sees the connection end mid-answer.
 
 
+@dataclass(frozen=True)
+class LookupRequest:
+    """One lookup (a list or search request) a fake answered."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    fault: str | None
+
+
 class FakeService(Generic[R]):
-    """Lifecycle, fault queue and request log shared by the provider fakes."""
+    """Lifecycle, fault queues and request logs shared by the provider fakes."""
 
     name: ClassVar[str] = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = utc_now) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
+        self._lookup_faults: deque[Fault] = deque()
         self._received: list[R] = []
+        self._lookups: list[LookupRequest] = []
         self._closing = threading.Event()
         self._server: ServerThread | None = None
 
@@ -221,16 +251,33 @@ class FakeService(Generic[R]):
         with self._lock:
             return list(self._received)
 
+    @property
+    def lookups(self) -> list[LookupRequest]:
+        """Return a snapshot of every lookup answered, oldest first."""
+        with self._lock:
+            return list(self._lookups)
+
     def fail_next(self, *faults: Fault, times: int = 1) -> None:
         """Queue faults for the next sends; `times` repeats the whole sequence."""
         with self._lock:
             self._faults.extend(list(faults) * times)
 
+    def fail_next_lookup(self, *faults: Fault, times: int = 1) -> None:
+        """Queue faults for the next lookups; `times` repeats the whole sequence."""
+        with self._lock:
+            self._lookup_faults.extend(list(faults) * times)
+
     def reset(self) -> None:
-        """Forget received requests and queued faults."""
+        """Forget received requests, lookups, queued faults and what the provider holds."""
         with self._lock:
             self._faults.clear()
+            self._lookup_faults.clear()
             self._received.clear()
+            self._lookups.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        """Forget the messages the fake holds (called with the lock held)."""
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Start serving (on a free port of 127.0.0.1 unless told otherwise)."""
@@ -261,9 +308,17 @@ class FakeService(Generic[R]):
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
+    def _next_lookup_fault(self) -> Fault | None:
+        with self._lock:
+            return self._lookup_faults.popleft() if self._lookup_faults else None
+
     def _record(self, entry: R) -> None:
         with self._lock:
             self._received.append(entry)
+
+    def _record_lookup(self, entry: LookupRequest) -> None:
+        with self._lock:
+            self._lookups.append(entry)
 
     async def _hold(self, request: Request, seconds: float) -> None:
         """Wait `seconds`, ending early when the client goes away or the fake stops."""

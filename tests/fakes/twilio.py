@@ -12,6 +12,14 @@ plays queued faults (see `Fault`). Recipients +15005550001, +15005550004 and +15
 with 21211, 21610 and 21614 as with Twilio's test credentials, so a test can pick a failure
 per message even with many sends in flight.
 
+Every Message it accepted (also under a `hang` or `drop` fault, not under `lose`) is kept and
+listed by `GET .../Messages.json` as Twilio lists them: filters To, From, DateSent, DateSent<
+and DateSent> (a date filter leaves out Messages not sent yet, which have no date_sent), pages
+of PageSize (50; at most 1000) with Page and PageToken, newest date_sent first. Where Twilio
+lists Messages not sent yet is not documented; the fake lists them first. A new Message is
+`queued` (`accepted` through a Messaging Service) until `set_status` moves it on, as Twilio's
+carrier reports would. Times come from the fake's clock.
+
 Standalone (prints its URL, stops on SIGINT/SIGTERM; POST /_fake/faults queues faults as JSON):
 
     python -m tests.fakes.twilio --port 8801
@@ -29,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from starlette.requests import Request
@@ -37,7 +45,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.server import DroppedResponse, FakeService, Fault, serve_until_signalled
+from tests.fakes.server import (
+    Clock,
+    DroppedResponse,
+    FakeService,
+    Fault,
+    LookupRequest,
+    serve_until_signalled,
+    utc_now,
+)
 
 ACCOUNT_SID = "AC" + "5ea7" * 8
 AUTH_TOKEN = "70ce" * 8
@@ -56,6 +72,8 @@ _MESSAGES = {
     21614: "The 'To' number {to} is not a mobile number.",
 }
 _CODE_FOR_STATUS = {401: 20003, 429: 20429, 500: 20500, 503: 20503}
+_SENT_STATES = frozenset({"sent", "delivered", "undelivered", "read"})
+_LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
 MAGIC_RECIPIENTS = {"+15005550001": 21211, "+15005550004": 21610, "+15005550009": 21614}
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _CALLBACK_ID = re.compile(r"/hooks/twilio/status/([0-9]+)$")
@@ -86,20 +104,57 @@ class TwilioRequest:
     fault: str | None
 
 
+@dataclass
+class _Held:
+    """A Message the fake accepted: its resource and the times it is sorted and filtered by."""
+
+    resource: dict[str, Any]
+    created: dt.datetime
+    sent: dt.datetime | None = None
+
+
 class FakeTwilio(FakeService[TwilioRequest]):
-    """Twilio's `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, on 127.0.0.1."""
+    """Twilio's Messages API (`/2010-04-01/Accounts/{AccountSid}/Messages.json`), on 127.0.0.1."""
 
     name = "twilio"
 
-    def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
-        super().__init__()
+    def __init__(
+        self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN, clock: Clock = utc_now
+    ) -> None:
+        super().__init__(clock)
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self._held: dict[str, _Held] = {}
 
     def routes(self) -> list[Route]:
-        """Return the Messages API route."""
+        """Return the Messages API routes: create (POST) and list (GET)."""
         path = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json"
-        return [Route(path, self._create_message, methods=["POST"])]
+        return [
+            Route(path, self._create_message, methods=["POST"]),
+            Route(path, self._list_messages, methods=["GET"]),
+        ]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Return the Messages the fake holds (accepted sends), oldest first."""
+        with self._lock:
+            return [dict(held.resource) for held in self._held.values()]
+
+    def set_status(self, sid: str, status: str, *, error_code: int | None = None) -> None:
+        """Move a Message on (sent, delivered, undelivered, failed), as carrier reports do."""
+        now = self.clock()
+        with self._lock:
+            held = self._held[sid]
+            if status in _SENT_STATES and held.sent is None:
+                held.sent = now
+                held.resource["date_sent"] = format_datetime(now)
+            held.resource["status"] = status
+            held.resource["date_updated"] = format_datetime(now)
+            held.resource["error_code"] = error_code
+            held.resource["error_message"] = None if error_code is None else "Undelivered"
+
+    def _forget(self) -> None:
+        self._held.clear()
 
     def count(self, message_id: int, *, accepted_only: bool = False) -> int:
         """Count the sends received for one of our messages."""
@@ -121,11 +176,16 @@ class FakeTwilio(FakeService[TwilioRequest]):
             if fault is not None and fault.kind == "error":
                 status, headers = fault.status, fault.headers
                 payload = _error_body(fault.status, fault.code, fault.message, form)
+            elif fault is not None and fault.kind == "lose":
+                status, payload, headers = 502, _error_body(502, 20500, None, form), {}
             elif (code := _invalid(form)) is not None:
                 status, payload, headers = 400, _error_body(400, code, None, form), {}
             else:
                 status, headers = 201, {}
-                payload = _message_resource(account, form, "SM" + secrets.token_hex(16))
+                now = self.clock()
+                payload = _message_resource(account, form, "SM" + secrets.token_hex(16), now)
+                with self._lock:
+                    self._held[payload["sid"]] = _Held(dict(payload), now)
         self._record(
             TwilioRequest(
                 method=request.method,
@@ -142,9 +202,109 @@ class FakeTwilio(FakeService[TwilioRequest]):
         )
         if fault is not None and fault.kind == "hang":
             await self._hold(request, fault.seconds)
-        if fault is not None and fault.kind == "drop":
+        if fault is not None and fault.kind in ("drop", "lose"):
             return DroppedResponse(status)
         return JSONResponse(payload, status_code=status, headers=headers)
+
+    async def _list_messages(self, request: Request) -> Response:
+        account = request.path_params["account_sid"]
+        query = dict(request.query_params)
+        auth = _basic_auth(request.headers.get("authorization", ""))
+        fault: Fault | None = None
+        headers: dict[str, str] = {}
+        if auth != (self.account_sid, self.auth_token) or account != self.account_sid:
+            status, payload = 401, _error_body(401, 20003, None, {})
+        else:
+            fault = self._next_lookup_fault()
+            if fault is not None and fault.kind in ("error", "lose"):
+                status, headers = fault.status or 502, fault.headers
+                payload = _error_body(status, fault.code, fault.message, {})
+            else:
+                status, payload = self._page(account, query)
+        self._record_lookup(
+            LookupRequest(
+                request.method,
+                request.url.path,
+                query,
+                status,
+                None if fault is None else fault.kind,
+            )
+        )
+        if fault is not None and fault.kind == "hang":
+            await self._hold(request, fault.seconds)
+        if fault is not None and fault.kind in ("drop", "lose"):
+            return DroppedResponse(status)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    def _page(self, account: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Answer one page of the list, as Twilio pages it."""
+        try:
+            size = int(query.get("PageSize", "50"))
+            number = int(query.get("Page", "0"))
+            kept = [_date_filter(name, query[name]) for name in _LIST_FILTERS[2:] if name in query]
+        except ValueError:
+            return 400, _error_body(400, 20001, "Invalid paging or date parameter.", {})
+        if not 1 <= size <= 1000 or number < 0:
+            return 400, _error_body(400, 20001, "PageSize must be 1 to 1000.", {})
+        with self._lock:
+            held = [
+                h
+                for h in self._held.values()
+                if query.get("To", h.resource["to"]) == h.resource["to"]
+                and query.get("From", h.resource["from"]) == h.resource["from"]
+                and all(h.sent is not None and test(h.sent) for test in kept)
+            ]
+            # Newest date_sent first, Messages not sent yet before all; newest created first.
+            held.sort(key=lambda h: (h.sent is None, h.sent or h.created, h.created), reverse=True)
+            resources = [dict(h.resource) for h in held]
+        start = number * size
+        token = query.get("PageToken", "")
+        if token.startswith("PA"):
+            after = [i for i, r in enumerate(resources) if r["sid"] == token[2:]]
+            start = after[0] + 1 if after else len(resources)
+        chunk = resources[start : start + size]
+        filters = {name: query[name] for name in _LIST_FILTERS if name in query}
+        base = f"/{API_VERSION}/Accounts/{account}/Messages.json?"
+
+        def uri(page: int, page_token: str | None = None) -> str:
+            params = {**filters, "PageSize": str(size), "Page": str(page)}
+            if page_token:
+                params["PageToken"] = page_token
+            return base + urlencode(params)
+
+        more = start + size < len(resources)
+        return 200, {
+            "end": start + len(chunk) - 1 if chunk else start,
+            "first_page_uri": uri(0),
+            "messages": chunk,
+            "next_page_uri": uri(number + 1, "PA" + chunk[-1]["sid"]) if more and chunk else None,
+            "page": number,
+            "page_size": size,
+            "previous_page_uri": uri(number - 1) if number > 0 else None,
+            "start": start,
+            "uri": uri(number, token or None),
+        }
+
+
+def _date_filter(name: str, value: str) -> Any:
+    """Read a DateSent filter (YYYY-MM-DD, or a UTC time as the twilio library writes it)."""
+    if len(value) == 10:
+        day = dt.date.fromisoformat(value)
+        on = {
+            "DateSent": lambda sent: sent.date() == day,
+            "DateSent<": lambda sent: sent.date() <= day,
+            "DateSent>": lambda sent: sent.date() >= day,
+        }
+        return on[name]
+    when = dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    at = {
+        "DateSent": lambda sent: sent == when,
+        "DateSent<": lambda sent: sent <= when,
+        "DateSent>": lambda sent: sent >= when,
+    }
+    return at[name]
 
 
 def _basic_auth(header: str) -> tuple[str, str] | None:
@@ -185,8 +345,10 @@ def _error_body(
     }
 
 
-def _message_resource(account: str, form: dict[str, str], sid: str) -> dict[str, Any]:
-    now = format_datetime(dt.datetime.now(dt.UTC))
+def _message_resource(
+    account: str, form: dict[str, str], sid: str, created: dt.datetime
+) -> dict[str, Any]:
+    now = format_datetime(created)
     service = form.get("MessagingServiceSid") or None
     uri = f"/{API_VERSION}/Accounts/{account}/Messages/{sid}"
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -29,14 +30,17 @@ from twilio.request_validator import RequestValidator
 from app.settings import Settings
 from messaging.providers import (
     Accepted,
+    Attempt,
     Email,
     ProviderConfigError,
     ProviderError,
+    Sighting,
     Sms,
     build_email_provider,
     build_sms_provider,
     parse_retry_after,
 )
+from messaging.providers import twilio as twilio_module
 from messaging.providers.dev import DevInbox
 from messaging.providers.sendgrid import SendGridProvider
 from messaging.providers.twilio import TwilioProvider
@@ -59,6 +63,7 @@ SENDER = "+15557650000"
 SERVICE = "MG" + "0a" * 16
 SHOPPER_PHONE = "+15551230001"
 SHOPPER_EMAIL = "robin.shopper@example.net"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def sms(message_id: int = 41, to: str = SHOPPER_PHONE, **fields: str) -> Sms:
@@ -143,8 +148,8 @@ async def sendgrid_provider(fake_sendgrid: FakeSendGrid) -> AsyncIterator[SendGr
     await provider.aclose()
 
 
-async def failure(send: Awaitable[Accepted]) -> ProviderError:
-    """Await a send that must fail, and return its ProviderError."""
+async def failure(send: Awaitable[object]) -> ProviderError:
+    """Await a send (or a lookup) that must fail, and return its ProviderError."""
     with pytest.raises(ProviderError) as caught:
         await send
     return caught.value
@@ -698,3 +703,241 @@ async def test_fake_twilio_runs_standalone_and_takes_faults_over_http() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+
+
+# Lookups: what the provider holds of a send whose answer was lost
+
+BODY = "Your order 1001: 1 item ships Nov 12-14. Reply 1 to keep waiting."
+
+
+def attempt(message_id: int = 41, to: str = SHOPPER_PHONE, **fields: object) -> Attempt:
+    """An attempt made a minute ago at the latest."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, object] = {
+        "message_id": message_id,
+        "to": to,
+        "since": now - dt.timedelta(minutes=1),
+        "until": now + dt.timedelta(minutes=1),
+        "body": BODY,
+    }
+    values.update(fields)
+    return Attempt(**values)  # type: ignore[arg-type]
+
+
+async def test_twilio_finds_only_the_message_that_fits(
+    fake_twilio: FakeTwilio, twilio_provider: TwilioProvider
+) -> None:
+    ours = await twilio_provider.send_sms(sms(41))
+    await twilio_provider.send_sms(dataclasses.replace(sms(42), body="Another text."))
+    await twilio_provider.send_sms(sms(43, to="+15551230099"))
+    await twilio_provider.send_sms(sms(44, from_number=OTHER_NUMBER))
+    fake_twilio.set_status(ours.provider_id, "delivered")
+
+    found = await twilio_provider.find_sms(attempt(41))
+
+    assert [(s.provider_id, s.status) for s in found] == [(ours.provider_id, "delivered")]
+    assert found[0].at is not None
+    assert abs(found[0].at - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
+    (lookup,) = fake_twilio.lookups
+    assert lookup.path == f"/2010-04-01/Accounts/{fake_twilio.account_sid}/Messages.json"
+    assert lookup.query == {"To": SHOPPER_PHONE, "PageSize": "100"}
+
+
+async def test_twilio_finds_nothing_outside_the_attempts_time(
+    twilio_provider: TwilioProvider,
+) -> None:
+    await twilio_provider.send_sms(sms(41))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+
+    assert await twilio_provider.find_sms(attempt(41, since=later, until=None)) == []
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+    assert await twilio_provider.find_sms(attempt(41, until=earlier)) == []
+
+
+async def test_twilio_matches_a_messaging_service_send_on_its_service(
+    fake_twilio: FakeTwilio,
+) -> None:
+    async with contextlib.aclosing(twilio_at(fake_twilio, messaging_service_sid=SERVICE)) as p:
+        accepted = await p.send_sms(sms(41))
+        found = await p.find_sms(attempt(41))
+        other = await p.find_sms(attempt(41, messaging_service_sid=OTHER_SERVICE))
+
+    assert found == [Sighting(accepted.provider_id, "accepted", found[0].at)]
+    assert other == []
+
+
+async def test_twilio_reads_every_page_oldest_match_first(
+    fake_twilio: FakeTwilio, twilio_provider: TwilioProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(twilio_module, "_LOOKUP_PAGE", 2)
+    sids = [(await twilio_provider.send_sms(sms(41))).provider_id for _ in range(5)]
+    for sid in sids[:3]:
+        fake_twilio.set_status(sid, "sent")
+
+    found = await twilio_provider.find_sms(attempt(41))
+
+    assert sorted(s.provider_id for s in found) == sorted(sids)
+    assert [s.at for s in found] == sorted(s.at for s in found if s.at)
+    pages = [lookup.query for lookup in fake_twilio.lookups]
+    assert len(pages) == 3
+    assert pages[0] == {"To": SHOPPER_PHONE, "PageSize": "2"}
+    assert [page.get("Page") for page in pages[1:]] == ["1", "2"]
+    assert all(page["PageToken"].startswith("PASM") for page in pages[1:])
+    assert all(page["To"] == SHOPPER_PHONE for page in pages)
+
+
+async def test_twilio_cannot_tell_past_its_lookup_limit(
+    twilio_provider: TwilioProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(twilio_module, "LOOKUP_LIMIT", 3)
+    for n in range(3):
+        await twilio_provider.send_sms(dataclasses.replace(sms(50 + n), body=f"Text {n}"))
+
+    error = await failure(twilio_provider.find_sms(attempt(41)))
+
+    assert kind(error) == ("twilio:too-many", True, False, None)
+
+
+async def test_twilio_lookup_failures_are_provider_errors(
+    fake_twilio: FakeTwilio, twilio_provider: TwilioProvider
+) -> None:
+    fake_twilio.fail_next_lookup(Fault.error(500), Fault.rate_limited(7))
+    assert kind(await failure(twilio_provider.find_sms(attempt()))) == (
+        "twilio:20500",
+        False,
+        False,
+        None,
+    )
+    assert kind(await failure(twilio_provider.find_sms(attempt()))) == (
+        "twilio:20429",
+        False,
+        False,
+        7.0,
+    )
+    wrong = TwilioProvider(ACCOUNT_SID, "wrong", fake_twilio.url, 5.0, SENDER)
+    async with contextlib.aclosing(wrong):
+        assert (await failure(wrong.find_sms(attempt()))).code == "twilio:auth"
+    assert [lookup.status for lookup in fake_twilio.lookups] == [500, 429, 401]
+
+
+async def test_fake_twilio_lists_in_twilios_wire_format(
+    fake_twilio: FakeTwilio, twilio_provider: TwilioProvider
+) -> None:
+    first = await twilio_provider.send_sms(sms(41))
+    second = await twilio_provider.send_sms(sms(42))
+    fake_twilio.set_status(first.provider_id, "delivered")
+    path = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    async with httpx.AsyncClient(base_url=fake_twilio.url, auth=(ACCOUNT_SID, AUTH_TOKEN)) as http:
+        page = (await http.get(path, params={"To": SHOPPER_PHONE, "PageSize": 1})).json()
+        dated = (await http.get(path, params={"DateSent>": today})).json()
+        anonymous = await http.get(path, auth=None)
+
+    assert set(page) == {
+        "end",
+        "first_page_uri",
+        "messages",
+        "next_page_uri",
+        "page",
+        "page_size",
+        "previous_page_uri",
+        "start",
+        "uri",
+    }
+    # Not sent yet (no date_sent) comes first; a date filter leaves it out.
+    assert [m["sid"] for m in page["messages"]] == [second.provider_id]
+    assert page["messages"][0]["date_sent"] is None
+    assert page["next_page_uri"].startswith(f"{path}?To=%2B15551230001&PageSize=1&Page=1")
+    assert page["next_page_uri"].endswith(f"PageToken=PA{second.provider_id}")
+    assert (page["page"], page["page_size"], page["previous_page_uri"]) == (0, 1, None)
+    assert [m["sid"] for m in dated["messages"]] == [first.provider_id]
+    assert dated["messages"][0]["status"] == "delivered"
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == 20003
+
+
+async def test_sendgrid_finds_the_mail_by_our_id_and_address(
+    fake_sendgrid: FakeSendGrid, sendgrid_provider: SendGridProvider
+) -> None:
+    accepted = await sendgrid_provider.send_email(email(52))
+    await sendgrid_provider.send_email(email(53))
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+
+    found = await sendgrid_provider.find_email(Attempt(52, SHOPPER_EMAIL.upper(), since))
+    elsewhere = await sendgrid_provider.find_email(Attempt(52, "someone@example.net", since))
+
+    assert [(s.provider_id, s.status) for s in found] == [(accepted.provider_id, "processed")]
+    assert elsewhere == []
+    assert fake_sendgrid.lookups[0].query == {
+        "query": "unique_args['whereabouts_message_id']=\"52\"",
+        "limit": "10",
+    }
+    assert fake_sendgrid.activity[0]["msg_id"].startswith(accepted.provider_id + ".")
+
+
+async def test_sendgrid_without_the_activity_add_on_cannot_look_up(
+    fake_sendgrid: FakeSendGrid, sendgrid_provider: SendGridProvider
+) -> None:
+    fake_sendgrid.activity_available = False
+    error = await failure(sendgrid_provider.find_email(Attempt(52, SHOPPER_EMAIL, START)))
+    assert kind(error) == ("sendgrid:no-activity", True, False, None)
+    assert error.detail == "the Email Activity API is not available (403: access forbidden)"
+
+    # Free accounts have been answered 400 "authorization required".
+    fake_sendgrid.activity_available = True
+    fake_sendgrid.fail_next_lookup(Fault.error(400, message="authorization required"))
+    error = await failure(sendgrid_provider.find_email(Attempt(52, SHOPPER_EMAIL, START)))
+    assert kind(error) == ("sendgrid:no-activity", True, False, None)
+
+
+async def test_sendgrid_lookup_failures_that_pass_are_not_permanent(
+    fake_sendgrid: FakeSendGrid, sendgrid_provider: SendGridProvider
+) -> None:
+    fake_sendgrid.fail_next_lookup(Fault.error(500), Fault.rate_limited(3))
+    first = await failure(sendgrid_provider.find_email(Attempt(52, SHOPPER_EMAIL, START)))
+    second = await failure(sendgrid_provider.find_email(Attempt(52, SHOPPER_EMAIL, START)))
+
+    assert kind(first) == ("sendgrid:500", False, False, None)
+    assert kind(second) == ("sendgrid:429", False, False, 3.0)
+
+
+async def test_fake_sendgrid_answers_activity_queries_like_sendgrid(
+    fake_sendgrid: FakeSendGrid, sendgrid_provider: SendGridProvider
+) -> None:
+    accepted = await sendgrid_provider.send_email(email(52))
+    fake_sendgrid.set_status(accepted.provider_id, "delivered")
+    key = {"Authorization": f"Bearer {fake_sendgrid.api_key}"}
+    async with httpx.AsyncClient(base_url=fake_sendgrid.url) as http:
+        found = await http.get(
+            "/v3/messages",
+            params={"query": f'to_email="{SHOPPER_EMAIL}" AND status="delivered"', "limit": 5},
+            headers=key,
+        )
+        garbled = await http.get(
+            "/v3/messages", params={"query": "to_email", "limit": 5}, headers=key
+        )
+        anonymous = await http.get("/v3/messages", params={"limit": 5})
+
+    (item,) = found.json()["messages"]
+    assert set(item) == {
+        "from_email",
+        "msg_id",
+        "subject",
+        "to_email",
+        "status",
+        "opens_count",
+        "clicks_count",
+        "last_event_time",
+    }
+    assert (item["to_email"], item["status"]) == (SHOPPER_EMAIL, "delivered")
+    assert item["subject"] == "Your backordered tent ships around Nov 12"
+    assert garbled.status_code == 400
+    assert garbled.json()["errors"][0]["field"] == "query"
+    assert anonymous.status_code == 401
+
+
+async def test_dev_inbox_cannot_look_up() -> None:
+    inbox = DevInbox()
+
+    for lookup in (inbox.find_email(attempt()), inbox.find_sms(attempt())):
+        assert kind(await failure(lookup)) == ("dev:no-lookup", True, False, None)
