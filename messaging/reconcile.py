@@ -13,7 +13,9 @@ counted from `updated_at`, when the message became unknown):
               is queued to go now; the lost attempt stays counted, and a message whose
               attempts are used up (MAX_SEND_ATTEMPTS) fails instead
     unsure    the provider cannot look (SendGrid without its Email Activity add-on, the dev
-              inbox), or the lookup failed: the message stays `unknown`, error_detail says why,
+              inbox), the lookup failed, or the provider holds a message that fits in all but
+              its content (Twilio may rewrite a body; it may be ours, so sending again could
+              repeat it): the message stays `unknown`, error_detail says why,
               and it is not asked about again for `interval`
 
 The lost attempt stays counted so that something that loses every answer (a proxy dropping
@@ -257,9 +259,19 @@ async def _settle(
             await _let_go(conn, row.id, owner)
             return "settled"
         free = await _not_taken(conn, row, answer)
-        if free:
-            await _found(conn, row, free[0], now)
+        exact = [sighting for sighting in free if sighting.exact]
+        if exact:
+            await _found(conn, row, exact[0], now)
             return "found"
+        if free:
+            # Taken in our window, to our recipient, from our sender, with other content (the
+            # provider may rewrite a body): it may be ours, so sending again may repeat it.
+            unsure = ProviderError(
+                "the provider holds a message for this address from our sender in the "
+                "attempt's time whose content differs from ours: cannot tell",
+                code="lookup:ambiguous",
+            )
+            return await _note(conn, row, unsure, now, owner, interval)
         return await _absent(conn, row, now, max_attempts)
 
 

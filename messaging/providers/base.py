@@ -80,6 +80,9 @@ class Sighting:
     at: dt.datetime | None = None  # when the provider took it, as near as it says
     error_code: str | None = None
     error_detail: str | None = None
+    # False: everything fits but the content (the provider may have rewritten it): not ours
+    # for sure, and not proof that ours never arrived either.
+    exact: bool = True
 
 
 class ProviderError(Exception):

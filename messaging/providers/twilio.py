@@ -89,7 +89,7 @@ class TwilioProvider:
             listed = await self._client.api.account.messages.list_async(
                 to=attempt.to, limit=LOOKUP_LIMIT, page_size=_LOOKUP_PAGE
             )
-            fits = [message for message in listed if _fits(message, attempt, sender)]
+            fits = [message for message in listed if _fits(message, attempt, sender, body=False)]
         except (TwilioException, ValueError, TypeError, AttributeError) as exc:
             # A 2xx that is not a message list (the transport raised on any other status).
             raise ProviderError(
@@ -102,7 +102,7 @@ class TwilioProvider:
                 permanent=True,
             )
         fits.sort(key=lambda message: message.date_created or attempt.since)
-        return [_sighting(message) for message in fits]
+        return [_sighting(message, exact=message.body == attempt.body) for message in fits]
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -190,11 +190,11 @@ def _status_error(answer: Answer) -> ProviderError:
     return ProviderError(detail, code=code, permanent=True)
 
 
-def _fits(message: Any, attempt: Attempt, sender: dict[str, str]) -> bool:
-    """Tell whether a listed Message is one the attempt may have created."""
+def _fits(message: Any, attempt: Attempt, sender: dict[str, str], *, body: bool = True) -> bool:
+    """Tell whether a listed Message is one the attempt may have created (by its body too)."""
     if not str(message.direction or "").startswith("outbound"):
         return False
-    if not message.sid or message.to != attempt.to or message.body != attempt.body:
+    if not message.sid or message.to != attempt.to or (body and message.body != attempt.body):
         return False
     if "messaging_service_sid" in sender:
         if message.messaging_service_sid != sender["messaging_service_sid"]:
@@ -207,8 +207,9 @@ def _fits(message: Any, attempt: Attempt, sender: dict[str, str]) -> bool:
     return created >= attempt.since and (attempt.until is None or created <= attempt.until)
 
 
-def _sighting(message: Any) -> Sighting:
+def _sighting(message: Any, *, exact: bool = True) -> Sighting:
     return Sighting(
+        exact=exact,
         provider_id=str(message.sid),
         status=str(message.status or ""),
         at=message.date_created,

@@ -153,6 +153,11 @@ class FakeTwilio(FakeService[TwilioRequest]):
             held.resource["error_code"] = error_code
             held.resource["error_message"] = None if error_code is None else "Undelivered"
 
+    def rewrite_body(self, sid: str, body: str) -> None:
+        """Change a held Message's body, as Twilio's own rewriting (smart encoding) may."""
+        with self._lock:
+            self._held[sid].resource["body"] = body
+
     def _forget(self) -> None:
         self._held.clear()
 
