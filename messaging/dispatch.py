@@ -55,6 +55,8 @@ from messaging.providers import (
     build_email_provider,
     build_sms_provider,
 )
+from messaging.reconcile import LIMIT as RECONCILE_LIMIT
+from messaging.reconcile import reconcile
 from messaging.render import NO_OVERRIDES, MessageRenderer
 from messaging.schedule import (
     WEBHOOK_RETRY_WINDOW,
@@ -75,6 +77,7 @@ _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
 _CAP_LOOKBACK = dt.timedelta(days=2)
+_LOOKUP_RUNS = 20
 
 
 @dataclass
@@ -124,6 +127,7 @@ class Dispatcher:
         self.http = httpx.AsyncClient(timeout=settings.send_timeout_seconds, follow_redirects=False)
         self._limit = asyncio.Semaphore(settings.worker_concurrency)
         self._deadlines_at: dt.datetime | None = None
+        self._lookups_at: dt.datetime | None = None
 
     async def aclose(self) -> None:
         """Close the provider clients."""
@@ -140,8 +144,11 @@ class Dispatcher:
         next one, still `queued` under its lease, returns to the queue when the lease runs out.
         """
         flying: asyncio.Task[None] | None = None
+        looking: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
+                if looking is None or looking.done():
+                    looking = self._start_lookups(self.clock())
                 try:
                     claimed, plans = await self._claim_and_prepare(self.clock())
                 except Exception:
@@ -166,6 +173,35 @@ class Dispatcher:
         finally:
             if flying is not None:
                 await flying
+            if looking is not None:
+                await looking
+
+    def _start_lookups(self, now: dt.datetime) -> asyncio.Task[None] | None:
+        """Once a minute, ask the providers about `unknown` sends, off the sending path."""
+        if self._lookups_at is not None and now < self._lookups_at:
+            return None
+        self._lookups_at = now + dt.timedelta(minutes=1)
+        return asyncio.create_task(self.lookups(now))
+
+    async def lookups(self, now: dt.datetime) -> None:
+        """Settle `unknown` sends by asking their provider (messaging.reconcile), in runs of
+        `reconcile.LIMIT` until one comes back short (at most `_LOOKUP_RUNS` a minute)."""
+        try:
+            for _ in range(_LOOKUP_RUNS):
+                done = await reconcile(
+                    self.db,
+                    self.email,
+                    self.sms,
+                    now,
+                    max_attempts=self.settings.max_send_attempts,
+                    owner=self.name,
+                )
+                if done.total:
+                    log.info("looked up unknown sends: %s", done)
+                if done.total < RECONCILE_LIMIT:
+                    return
+        except Exception:
+            log.exception("looking up unknown sends failed; trying again in a minute")
 
     async def run_once(self) -> int:
         """Reap stale sends, apply due choice deadlines, then claim and finish one batch."""

@@ -424,3 +424,24 @@ async def test_two_runs_on_postgresql_never_look_up_the_same_message(
     await sender.aclose()
     assert {m["state"] for m in await outbox(db)} == {"sent"}
     assert len(twilio.messages) == 12
+
+
+async def test_a_running_worker_looks_up_its_unknown_sends_by_itself(
+    api: Api, db: Database, clock: FixedClock, sender: Dispatcher, twilio: FakeTwilio
+) -> None:
+    await _place(api)
+    await _send_with(sender, clock, twilio, Fault.hang(3))
+    assert (await _by_channel(db))["sms"]["state"] == "unknown"
+    clock.advance(minutes=10)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    for _ in range(500):
+        if (await _by_channel(db))["sms"]["state"] != "unknown":
+            break
+        await asyncio.sleep(0.01)  # poll
+    stop.set()
+    await running
+    sms = (await _by_channel(db))["sms"]
+    (held,) = twilio.messages
+    assert (sms["state"], sms["provider_id"]) == ("sent", held["sid"])
+    assert twilio.count(sms["id"]) == 1
