@@ -95,7 +95,10 @@ class TwilioProvider:
             raise ProviderError(
                 "Twilio's message list could not be read", code="bad_response"
             ) from exc
-        if not fits and len(listed) >= LOOKUP_LIMIT:
+        if (
+            not any(message.body == attempt.body for message in fits)
+            and len(listed) >= LOOKUP_LIMIT
+        ):
             raise ProviderError(
                 f"more than {LOOKUP_LIMIT} messages to the number: cannot tell",
                 code="twilio:too-many",
