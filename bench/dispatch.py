@@ -92,7 +92,17 @@ from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN
 
 SCRIPT = Path(__file__).resolve()
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-PACKAGES = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "httpcore", "jinja2", "uvicorn", "h11")
+PACKAGES = (
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "aiohttp",
+    "httpx",
+    "jinja2",
+    "css-inline",
+    "uvicorn",
+    "h11",
+)
 ORDERS_AT = dt.datetime(2026, 11, 2, 18, 0, tzinfo=dt.UTC)  # 10:00 in Los Angeles
 SEND_AT = ORDERS_AT + dt.timedelta(hours=1)  # every message is due by then
 CHUNK = 1000  # orders per upsert transaction
