@@ -6,30 +6,45 @@ may override any template with its own source: overrides come first in the loade
 the shipped template as `{% extends "default:eta_changed.email.html" %}`. Defaults and overrides
 render in one Jinja sandbox family, so brand wording never reaches Python internals.
 
+Brand templates run in the worker that sends for every brand, so each template part renders on a
+budget: TIME_BUDGET_MS for one message (all the renders an SMS needs to fit, together), at most
+OUTPUT_LIMITS characters of output, and no value (text, list, a macro's output) longer than
+VALUE_LIMIT. The sandbox checks the clock at every loop item, call, filter, operator and include,
+and checks sizes before the steps that could build a huge value in one go (`*`, `**`, joins,
+replaces, format widths) and after every other one.
+
 Errors::
 
     ValueError
-     └── TemplateProblem    a template is unknown, does not compile, or breaks the sandbox
+     └── TemplateProblem            a template is unknown, does not compile, or breaks the sandbox
+          └── RenderBudgetExceeded  a template took too long, or made too much text
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
+import math
 import re
+import string
 import threading
+import time
 import zoneinfo
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
-from functools import lru_cache
+from functools import lru_cache, wraps
+from itertools import chain
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from types import BuiltinMethodType, FunctionType, MappingProxyType, MethodType
+from typing import Any, NoReturn, TypeVar
 
 import css_inline
 from babel import Locale
 from babel.dates import format_interval, format_skeleton, format_time
+from babel.support import NullTranslations
 from jinja2 import (
     BaseLoader,
     BytecodeCache,
@@ -40,9 +55,18 @@ from jinja2 import (
     StrictUndefined,
     TemplateError,
     TemplateSyntaxError,
+    nodes,
+    pass_context,
+    pass_environment,
+    pass_eval_context,
 )
 from jinja2.bccache import Bucket
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.filters import FILTERS, make_attrgetter, sync_do_join
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 from markupsafe import Markup
 
 from app.i18n import LOCALES, RTL_LOCALES, SOURCE_LOCALE, Formatter, negotiate, translations
@@ -68,6 +92,19 @@ MIN_TITLE_ROOM = 12  # characters of a product title an SMS keeps, at the least
 ENVIRONMENT_CACHE = 128
 NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
 
+# The render budget of one template part for one message. Ours take under a millisecond warm and
+# about 10 ms on a cold worker (compiling is not counted); a brand's may take 20 times that.
+TIME_BUDGET_MS = 200
+# Characters a part may render. Ours render at most 2,745 (HTML, before CSS is inlined), 823
+# (text), 103 (subject) and 238 (SMS, before blank runs are collapsed). Gmail clips HTML past
+# 102 KB and Twilio refuses an SMS past 1,600 characters: these leave room, and no more.
+OUTPUT_LIMITS: Mapping[str, int] = MappingProxyType(
+    {"email.subject": 1_000, "email.text": 64_000, "email.html": 256_000, "sms.text": 4_000}
+)
+# Characters or items of any one value a template builds: a string, a list, a macro's output.
+VALUE_LIMIT = max(OUTPUT_LIMITS.values())
+NUMBER_BITS_LIMIT = 4_096  # an integer of 1,234 digits: more than any sum a message shows
+
 # Theme tokens the email layout uses; the default theme fills in what a brand leaves out.
 _LOOK = (*COLOR_TOKENS, "font_stack", "radius")
 _LOOK_INPUTS = (*_LOOK, "muted")  # "muted_text" falls back to "muted"
@@ -92,6 +129,10 @@ _BIDI_MARKS = str.maketrans("", "", "\u200e\u200f\u061c")
 
 class TemplateProblem(ValueError):
     """A message template is unknown, does not compile, or does something the sandbox forbids."""
+
+
+class RenderBudgetExceeded(TemplateProblem):
+    """A template took longer than its time budget, or made more text than its part may have."""
 
 
 @dataclass(frozen=True)
@@ -342,10 +383,426 @@ _DATA_ATTRIBUTES = _public_attributes(
     MessageFormatter,
     SmsFormatter,
 )
+# The formatters' methods that take a date or a number and make a short text.
+_QUICK_NAMES = ("date", "short_date", "date_range", "moment", "short_moment", "number", "money")
+_QUICK_METHODS = frozenset(
+    getattr(cls, name)
+    for cls in (MessageFormatter, SmsFormatter)
+    for name in (*_QUICK_NAMES, "relative", "today")
+)
+
+
+# The render budget ------------------------------------------------------------------------
+
+_V = TypeVar("_V")
+_Text = str | bytes
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d+|\*)?(?:\.(\d+|\*))?")
+_DIGITS = re.compile(r"\d+")
+_FEW_FIELDS = 8  # formats with as few fields make a few values' length: checked once made
+# %-formats already found to have few fields, none too wide: gettext's messages, mostly.
+_PLAIN_FORMATS: set[str] = set()
+_PLAIN_FORMATS_KEPT = 1024
+_PLAIN_FORMAT_LENGTH = 1_000
+
+
+@dataclass(slots=True)
+class _Meter:
+    """What one template part has left for one message: a deadline and characters of output."""
+
+    name: str
+    deadline: float = math.inf
+    limit: int = VALUE_LIMIT
+
+    @classmethod
+    def start(cls, name: str) -> _Meter:
+        deadline = time.perf_counter() + TIME_BUDGET_MS / 1000
+        return cls(name, deadline, OUTPUT_LIMITS[name.partition(".")[2]])
+
+    def too_slow(self) -> NoReturn:
+        raise RenderBudgetExceeded(f"template {self.name} took longer than {TIME_BUDGET_MS} ms")
+
+    def collect(self, stream: Iterator[str]) -> str:
+        """Join a template's output, stopping it as soon as it passes the part's limit."""
+        chunks: list[str] = []
+        append = chunks.append
+        size = 0
+        for chunk in stream:
+            size += len(chunk)
+            if size > self.limit:
+                raise RenderBudgetExceeded(
+                    f"template {self.name} rendered more than {self.limit} characters"
+                )
+            append(chunk)
+        return "".join(chunks)
+
+
+# The sandbox's hooks get no render to charge (getattr gets no context at all), and environments
+# are shared by every render of a locale and set of overrides: the render in progress is set here.
+# Outside a render (Jinja folds constants when it compiles) nothing is metered.
+_METER: ContextVar[_Meter] = ContextVar("render_meter")
+_UNMETERED = _Meter("(no render)")
+
+
+def _tick() -> None:
+    meter = _METER.get(_UNMETERED)
+    if time.perf_counter() > meter.deadline:
+        meter.too_slow()
+
+
+def _check_size(size: int) -> None:
+    if size > VALUE_LIMIT:
+        name = _METER.get(_UNMETERED).name
+        raise RenderBudgetExceeded(
+            f"template {name} built a value of more than {VALUE_LIMIT} characters or items"
+        )
+
+
+def _check_width(width: int) -> None:
+    if width > VALUE_LIMIT:
+        name = _METER.get(_UNMETERED).name
+        raise RenderBudgetExceeded(
+            f"template {name} asked for a field wider than {VALUE_LIMIT} characters"
+            " (or as wide as a value)"
+        )
+
+
+def _check_bits(bits: int) -> None:
+    if bits > NUMBER_BITS_LIMIT:
+        name = _METER.get(_UNMETERED).name
+        raise RenderBudgetExceeded(
+            f"template {name} built a number of more than {NUMBER_BITS_LIMIT} bits"
+        )
+
+
+def _sized(value: _V) -> _V:
+    if isinstance(value, _SIZED):
+        _check_size(len(value))
+    return value
+
+
+def _spec_width(spec: str) -> int:
+    return max(
+        (int(n) if len(n) < 10 else VALUE_LIMIT + 1 for n in _DIGITS.findall(spec)), default=0
+    )
+
+
+def _check_formatting(fmt: str, fields: int, widest: int, values: Iterable[Any]) -> None:
+    """Check what formatting would make: each field as wide as asked, or as the longest value.
+
+    With a few fields the result is a few values long at most, and checked once it is made.
+    """
+    if widest > VALUE_LIMIT:
+        _check_width(widest)
+    if fields > _FEW_FIELDS:
+        longest = max((len(v) if isinstance(v, str) else len(str(v)) for v in values), default=0)
+        _check_size(len(fmt) + fields * max(widest, longest))
+
+
+def _check_printf(fmt: Any, values: Any) -> None:
+    """Check `fmt % values` (the operator, the format filter, gettext) before it runs."""
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode("latin-1")
+    if not isinstance(fmt, str) or fmt in _PLAIN_FORMATS or "%" not in fmt:
+        return
+    specs = _PRINTF_SPEC.findall(fmt)  # (width, precision); "*" takes one from the values
+    widths = [VALUE_LIMIT + 1 if n == "*" else _spec_width(n) for spec in specs for n in spec if n]
+    widest = max(widths, default=0)
+    if len(specs) <= _FEW_FIELDS and widest <= VALUE_LIMIT:
+        if len(fmt) <= _PLAIN_FORMAT_LENGTH and len(_PLAIN_FORMATS) < _PLAIN_FORMATS_KEPT:
+            _PLAIN_FORMATS.add(fmt)
+        return
+    if isinstance(values, dict | MappingProxyType):
+        values = values.values()
+    elif not isinstance(values, tuple):
+        values = (values,)
+    _check_formatting(fmt, len(specs), widest, values)
+
+
+def _check_format(fmt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Check `fmt.format(*args, **kwargs)` before it runs; a nested {width} has no bound."""
+    specs = [spec for _, name, spec, _ in string.Formatter().parse(fmt) if name is not None]
+    widths = [VALUE_LIMIT + 1 if "{" in spec else _spec_width(spec) for spec in specs if spec]
+    _check_formatting(fmt, len(specs), max(widths, default=0), chain(args, kwargs.values()))
+
+
+def _check_repeat(left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(times, int) and isinstance(seq, str | bytes):
+            _check_size(len(seq) * times)
+        elif isinstance(times, int) and isinstance(seq, list | tuple):
+            # A list of long strings is as long as they are, once printed.
+            weight = sum(len(item) if isinstance(item, str) else 1 for item in seq)
+            _check_size(max(weight, len(seq)) * times)
+    if isinstance(left, int) and isinstance(right, int):
+        _check_bits(left.bit_length() + right.bit_length())
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        _check_bits(base.bit_length() * exponent)
+
+
+def _check_replace(s: _Text, old: Any, new: Any, count: Any = -1) -> None:
+    if isinstance(old, str | bytes) and isinstance(new, str | bytes) and len(new) > len(old):
+        times = s.count(old) if old else len(s) + 1  # type: ignore[arg-type]
+        if isinstance(count, int) and count >= 0:
+            times = min(times, count)
+        _check_size(len(s) + times * (len(new) - len(old)))
+
+
+# What a str (or bytes) method would make, checked before it runs; `join` reads its items here.
+def _str_replace(s: _Text, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    _check_replace(s, *args[:3])
+    return args
+
+
+def _str_width(s: _Text, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    if args and isinstance(args[0], int):
+        _check_width(args[0])
+    return args
+
+
+def _str_tabs(s: _Text, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    size = args[0] if args else kwargs.get("tabsize", 8)
+    if isinstance(size, int):
+        tabs = s.count(b"\t") if isinstance(s, bytes) else s.count("\t")
+        _check_size(len(s) + tabs * size)
+    return args
+
+
+def _str_join(s: _Text, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    if not args:
+        return args
+    items = list(args[0])
+    _check_size(len(s) * len(items) + sum(len(i) for i in items if isinstance(i, str | bytes)))
+    return (items, *args[1:])
+
+
+def _str_translate(s: _Text, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    table = args[0] if args else None
+    values = table.values() if isinstance(table, Mapping) else table
+    if isinstance(values, Iterable) and not isinstance(values, str | bytes):
+        widest = max((len(v) for v in values if isinstance(v, str)), default=1)
+        _check_size(len(s) * widest)
+    return args
+
+
+def _join_phrases(fmt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Check a formatter's list of phrases ("a, b, and c") before it is joined."""
+    if not args:
+        return args
+    items = list(args[0])
+    lengths = (len(i) if isinstance(i, str) else len(str(i)) for i in items)
+    _check_size(sum(lengths) + 8 * len(items))  # 8: more than any language's ", and "
+    return (items, *args[1:])
+
+
+_Guard = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]
+_STR_GUARDS: Mapping[str, _Guard] = {
+    "replace": _str_replace,
+    "center": _str_width,
+    "ljust": _str_width,
+    "rjust": _str_width,
+    "zfill": _str_width,
+    "expandtabs": _str_tabs,
+    "join": _str_join,
+    "translate": _str_translate,
+}
+
+
+# Filters that could build a huge value in one step, checked first: same signatures as Jinja's,
+# as a template calls them (without the context, environment or eval context Jinja passes).
+def _replace_guard(s: Any, old: Any, new: Any, count: Any = None) -> None:
+    _check_replace(str(s), str(old), str(new), -1 if count is None else count)
+
+
+def _center_guard(value: Any, width: Any = 80) -> None:
+    if isinstance(width, int):
+        _check_width(width)
+
+
+def _indent_guard(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
+    text = str(s)
+    pad = len(width) if isinstance(width, str) else width
+    if isinstance(pad, int):
+        _check_size(len(text) + (text.count("\n") + 1) * pad)
+
+
+def _format_guard(value: Any, *args: Any, **kwargs: Any) -> None:
+    _check_printf(value, kwargs or args)
+
+
+def _wordwrap_guard(
+    s: Any,
+    width: Any = 79,
+    break_long_words: bool = True,
+    wrapstring: Any = None,
+    break_on_hyphens: bool = True,
+) -> None:
+    text = str(s)
+    wrap = "\n" if wrapstring is None else str(wrapstring)  # our newline_sequence
+    if isinstance(width, int):
+        lines = len(text) // max(width, 1) + text.count("\n") + 1
+        _check_size(len(text) + lines * len(wrap))
+
+
+def _count_guard(value: Any, count: Any, fill_with: Any = None) -> None:
+    if isinstance(count, int):
+        _check_size(count)
+
+
+_FILTER_GUARDS: Mapping[str, Any] = {
+    "replace": _replace_guard,
+    "center": _center_guard,
+    "indent": _indent_guard,
+    "format": _format_guard,
+    "wordwrap": _wordwrap_guard,
+    "batch": _count_guard,
+    "slice": _count_guard,
+}
+
+
+@pass_eval_context
+def _join(eval_ctx: EvalContext, value: Iterable[Any], d: Any = "", attribute: Any = None) -> str:
+    """Join like Jinja's `join`, once the length of what it would make is known to be in budget."""
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    items = list(value)
+    lengths = (len(item) if isinstance(item, str) else len(str(item)) for item in items)
+    _check_size(len(str(d)) * len(items) + sum(lengths))
+    return sync_do_join(eval_ctx, items, d)
+
+
+@pass_environment
+def _sum(environment: Any, iterable: Iterable[Any], attribute: Any = None, start: Any = 0) -> Any:
+    """Sum like Jinja's `sum`; lists (or tuples) are chained in one pass, not copied per item."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    items = list(iterable)
+    kind = type(start)
+    if kind in (list, tuple) and all(type(item) is kind for item in items):
+        _check_size(len(start) + sum(map(len, items)))
+        return kind(chain(start, *items))
+    return sum(items, start)
+
+
+def _lipsum(*args: Any, **kwargs: Any) -> str:
+    asked = inspect.signature(generate_lorem_ipsum).bind(*args, **kwargs)
+    asked.apply_defaults()
+    paragraphs, words = asked.arguments["n"], asked.arguments["max"]
+    if isinstance(paragraphs, int) and isinstance(words, int):
+        _check_size(paragraphs * words * 8)  # 8 characters a word, with its space, is plenty
+    return generate_lorem_ipsum(*args, **kwargs)
+
+
+def _gettext_callables(catalog: NullTranslations) -> tuple[Any, Any]:
+    """Return gettext and ngettext as Jinja's newstyle i18n makes them, checking the format.
+
+    Jinja's call the catalog through the template context, for catalogs that want it; ours do
+    not, and gettext is most of the calls a template makes.
+    """
+
+    @pass_context
+    def gettext(context: Context, message: str, /, **variables: Any) -> str:
+        text = catalog.gettext(message)
+        return _format_message(context, text, variables)
+
+    @pass_context
+    def ngettext(
+        context: Context, singular: str, plural: str, num: int, /, **variables: Any
+    ) -> str:
+        variables.setdefault("num", num)
+        text = catalog.ngettext(singular, plural, num)
+        return _format_message(context, text, variables)
+
+    return gettext, ngettext
+
+
+def _format_message(context: Context, text: str, variables: dict[str, Any]) -> str:
+    if context.eval_ctx.autoescape:
+        text = Markup(text)  # noqa: S704 - our catalog's wording, or the template's own
+    _check_printf(text, variables)
+    # Always a format, even without variables: Jinja's newstyle gettext does the same.
+    message: str = text % variables
+    if len(message) > VALUE_LIMIT:
+        _check_size(len(message))
+    return message
+
+
+def _metered_filter(func: Any, guard: Any = None) -> Any:
+    passed = 1 if hasattr(func, "jinja_pass_arg") else 0  # Jinja's context, ahead of the value
+
+    @wraps(func)  # keeps that mark, so Jinja passes the same arguments
+    def metered(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if guard is not None:
+            guard(*args[passed:], **kwargs)
+        return _sized(func(*args, **kwargs))
+
+    return metered
+
+
+# Filters that take constant time and make nothing longer than they are given go unmetered.
+_CONSTANT_FILTERS = frozenset({"abs", "count", "d", "default", "first", "float", "int", "length"})
+_METERED_FILTERS: Mapping[str, Any] = MappingProxyType(
+    {
+        name: func if name in _CONSTANT_FILTERS else _metered_filter(func, _FILTER_GUARDS.get(name))
+        for name, func in {**FILTERS, "join": _join, "sum": _sum}.items()
+    }
+)
+
+
+class _MeteredCode(CodeGenerator):
+    """Compile for loops to check the clock at each item, and `~` to check its length first."""
+
+    _loop_iterables: frozenset[int] = frozenset()
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        self._loop_iterables = frozenset(id(loop.iter) for loop in node.find_all(nodes.For))
+        super().visit_Template(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if id(node) in self._loop_iterables:  # Jinja allows no node types of our own
+            self.write("environment.metered(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # Jinja's own, but handing the parts to the sandbox to measure before they are joined.
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.concat_parts({join}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, also closed to the timezone object (its class methods touch shared caches)."""
+    """The sandbox, closed to the timezone object (its class methods touch shared caches), and
+    holding each render to the budget of the meter in _METER.
+
+    The clock is read at each loop item, call, filter, intercepted operator and template load:
+    unbounded work needs one of them. Attribute reads are not metered (our data is read thousands
+    of times a render), nor are the operators that cannot grow a value much in one step.
+    """
+
+    code_generator_class = _MeteredCode
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = dict(_METERED_FILTERS)
+        self.globals["lipsum"] = _lipsum
+        self.own_callables: frozenset[Any] = frozenset()  # gettext, once installed
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if (type(obj), attr) in _DATA_ATTRIBUTES:
@@ -353,6 +810,84 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(obj, zoneinfo.ZoneInfo) and attr != "key":
             return False
         return bool(super().is_safe_attribute(obj, attr, value))
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        kind = type(obj)
+        if (
+            kind is Clip
+            or (kind is MethodType and obj.__func__ in _QUICK_METHODS)
+            or (kind is FunctionType and obj in self.own_callables)
+        ):
+            # Our formatters, gettext and the title clipper, called dozens of times a render: none
+            # is marked unsafe (the sandbox's check, two failed attribute lookups, would pass),
+            # each is quick and makes a short text (gettext checks its own), so both the
+            # sandbox's check and the budget's are skipped.
+            return context.call(obj, *args, **kwargs)
+        _tick()
+        if kind is FunctionType:
+            fmt = getattr(obj.__dict__.get("__wrapped__"), "__self__", None)
+            if isinstance(fmt, str):  # the sandbox's wrapper of fmt.format
+                _check_format(fmt, args, kwargs)
+        elif kind is BuiltinMethodType or kind is MethodType:
+            owner = obj.__self__
+            guard: _Guard | None
+            if isinstance(owner, str | bytes):
+                guard = _STR_GUARDS.get(obj.__name__)
+            else:
+                guard = _join_phrases if getattr(obj, "__func__", None) is Formatter.join else None
+            if guard is not None:
+                args = guard(owner, args, kwargs)
+        value = super().call(context, obj, *args, **kwargs)
+        if isinstance(value, _SIZED) and len(value) > VALUE_LIMIT:
+            _check_size(len(value))
+        return value
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "*":
+            _check_repeat(left, right)
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "%":
+            _check_printf(left, right)
+        return _sized(self.binop_table[operator](left, right))
+
+    def get_template(self, name: Any, parent: Any = None, globals: Any = None) -> Any:
+        return self._charge_load(super().get_template, name, parent, globals)
+
+    def select_template(self, names: Any, parent: Any = None, globals: Any = None) -> Any:
+        return self._charge_load(super().select_template, names, parent, globals)
+
+    def _charge_load(self, load: Any, *args: Any) -> Any:
+        """Load a template (an include, import or extends) at a tick; compiling is not rendering."""
+        meter = _METER.get(_UNMETERED)
+        started = time.perf_counter()
+        if started > meter.deadline:
+            meter.too_slow()
+        template = load(*args)
+        meter.deadline += time.perf_counter() - started
+        return template
+
+    @staticmethod
+    def metered(iterable: Iterable[_V]) -> Iterator[_V]:
+        meter = _METER.get(_UNMETERED)
+        for item in iterable:
+            if time.perf_counter() > meter.deadline:
+                meter.too_slow()
+            yield item
+
+    @staticmethod
+    def concat(parts: Iterable[str]) -> str:
+        """Join a buffer (a macro, call, set or filter block's output) within VALUE_LIMIT."""
+        chunks = parts if isinstance(parts, list) else list(parts)
+        _check_size(sum(map(len, chunks)))
+        return "".join(chunks)
+
+    @staticmethod
+    def concat_parts(join: Any, parts: tuple[Any, ...]) -> Any:
+        """Join the operands of `~` within VALUE_LIMIT."""
+        _check_size(sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts))
+        return _sized(join(parts))
 
 
 class MessageRenderer:
@@ -377,11 +912,15 @@ class MessageRenderer:
         """Render the email for the context's news, led by its most important item."""
         env, values = self._prepare(ctx, overrides)
         trigger = ctx.lead.trigger
-        subject = " ".join(_periods(self._render(env, f"{trigger}.email.subject", values)).split())
+
+        def render(part: str) -> str:
+            return _periods(self._render(env, _Meter.start(f"{trigger}.email.{part}"), values))
+
+        subject = " ".join(render("subject").split())
         values["subject"] = subject
-        text = _periods(self._render(env, f"{trigger}.email.text", values))
+        text = render("text")
         text = _BLANK_LINES.sub("\n\n", "\n".join(line.rstrip() for line in text.splitlines()))
-        html = self._inliner.inline(_periods(self._render(env, f"{trigger}.email.html", values)))
+        html = self._inliner.inline(render("html"))
         return RenderedEmail(subject=subject, text=text.strip() + "\n", html=html)
 
     def sms(self, ctx: MessageContext, overrides: Mapping[str, str] = NO_OVERRIDES) -> RenderedSms:
@@ -394,7 +933,8 @@ class MessageRenderer:
         reaches the fewest segments any step can.
         """
         env, values = self._prepare(ctx, overrides)
-        name = f"{ctx.lead.trigger}.sms.text"
+        # One budget for every rendering the ladder tries: they all hold up the same worker.
+        meter = _Meter.start(f"{ctx.lead.trigger}.sms.text")
         lead: Story = values["lead"]
         fmt: MessageFormatter = values["fmt"]
         formatters = {
@@ -415,7 +955,7 @@ class MessageRenderer:
             clip = Clip(width)
             body = self._render(
                 env,
-                name,
+                meter,
                 {
                     **values,
                     "room": room,
@@ -562,24 +1102,43 @@ class MessageRenderer:
             bytecode_cache=self._compiled,
         )
         env.policies["ext.i18n.trimmed"] = True
-        # Jinja's newstyle wrapper escapes the variables only where autoescape is on, so the
-        # plain catalog functions serve HTML and text alike (template_gettext always escapes).
-        catalog = translations(locale)
-        env.install_gettext_callables(  # type: ignore[attr-defined]
-            catalog.gettext, catalog.ngettext, newstyle=True
+        # Newstyle gettext escapes the variables only where autoescape is on, so the plain
+        # catalog functions serve HTML and text alike (template_gettext always escapes).
+        gettext, ngettext = _gettext_callables(translations(locale))
+        env.newstyle_gettext = True  # type: ignore[attr-defined]
+        # What install_gettext_callables(newstyle=True) sets, but `_` is gettext itself rather
+        # than Jinja's alias that looks `gettext` up in the context at each call.
+        env.globals.update(
+            _=gettext, gettext=gettext, ngettext=ngettext, pgettext=None, npgettext=None
         )
+        env.own_callables = frozenset({gettext, ngettext})
         return env
 
-    def _render(self, env: _Sandbox, name: str, values: Mapping[str, Any]) -> str:
+    def _render(self, env: _Sandbox, meter: _Meter, values: Mapping[str, Any]) -> str:
+        """Render a template part on its meter's budget."""
+        name = meter.name
+        token = _METER.set(meter)
         try:
-            return env.get_template(name).render(values)
+            template = env.get_template(name)  # compiling it is not charged to the meter
+            try:
+                # Template.render, but reading the output chunk by chunk.
+                context = template.new_context(dict(values))
+                return meter.collect(template.root_render_func(context))
+            except Exception:
+                env.handle_exception()  # re-raises, pointing at the template's line
+        except TemplateProblem:
+            raise
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"{exc.name or name}, line {exc.lineno}: {exc.message}") from exc
         except TemplateError as exc:
             raise TemplateProblem(f"{name}: {exc.message or exc}") from exc
+        except RecursionError as exc:  # a macro or include that calls itself without end
+            raise TemplateProblem(f"{name}: templates call themselves too deeply") from exc
         # A brand template can still call a helper the wrong way: that is its problem too.
         except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
             raise TemplateProblem(f"{name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _METER.reset(token)
 
 
 def _spell(locale: str, text: str) -> str:

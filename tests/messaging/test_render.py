@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import re
 import zoneinfo
 from dataclasses import replace
@@ -27,6 +28,8 @@ from messaging.context import (
 )
 from messaging.render import (
     _DATA_ATTRIBUTES,
+    _QUICK_METHODS,
+    Clip,
     MessageRenderer,
     RenderedEmail,
     RenderedSms,
@@ -602,6 +605,25 @@ def test_the_sandbox_shortcut_only_skips_checks_it_would_pass():
     for cls, name in _DATA_ATTRIBUTES:
         obj = object.__new__(cls)
         assert sandbox.is_safe_attribute(obj, name, getattr(cls, name, None)), (cls, name)
+
+
+def test_the_callable_shortcut_only_skips_checks_it_would_pass(renderer: MessageRenderer):
+    """Our data's methods, gettext and Clip are called without asking: the full check agrees."""
+    sandbox = ImmutableSandboxedEnvironment()
+    methods = {
+        getattr(cls, name)
+        for cls, name in _DATA_ATTRIBUTES
+        if inspect.isfunction(getattr(cls, name, None))
+    }
+    assert _QUICK_METHODS.issubset(methods)  # not fmt.join: it joins what it is given
+    for method in _QUICK_METHODS:
+        assert sandbox.is_safe_callable(method.__get__(object.__new__(SmsFormatter))), method
+    env = renderer._environment("fr", {})
+    assert env.globals["_"] is env.globals["gettext"]
+    assert env.own_callables == {env.globals["gettext"], env.globals["ngettext"]}
+    for own in env.own_callables:
+        assert sandbox.is_safe_callable(own)
+    assert sandbox.is_safe_callable(Clip())
 
 
 def test_check_override_accepts_good_templates(renderer: MessageRenderer):

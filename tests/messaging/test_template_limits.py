@@ -1,0 +1,278 @@
+"""Brand templates render on a budget: time, output and value size, enforced inside the sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import tracemalloc
+
+import httpx
+import pytest
+
+from app.i18n import LOCALES
+from app.storage.database import Database
+from app.storage.schema import message_templates
+from messaging import render
+from messaging.context import TRIGGERS, MessageContext, NewsItem
+from messaging.dispatch import Dispatcher
+from messaging.render import (
+    NUMBER_BITS_LIMIT,
+    OUTPUT_LIMITS,
+    TIME_BUDGET_MS,
+    VALUE_LIMIT,
+    MessageRenderer,
+    RenderBudgetExceeded,
+    TemplateProblem,
+    sample_context,
+)
+from tests.api.helpers import API, assert_problem
+from tests.conftest import BrandKey
+from tests.eta.conftest import FixedClock
+from tests.eta.helpers import Api, backordered, in_stock
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.twilio import FakeTwilio
+from tests.messaging.conftest import outbox
+
+PART = "backordered.sms.text"
+SLOW = f"template {PART} took longer than {TIME_BUDGET_MS} ms"
+BIG = f"template {PART} built a value of more than {VALUE_LIMIT} characters or items"
+WIDE = (
+    f"template {PART} asked for a field wider than {VALUE_LIMIT} characters (or as wide as a value)"
+)
+LONG = f"template {PART} rendered more than {OUTPUT_LIMITS['sms.text']} characters"
+HUGE_NUMBER = f"template {PART} built a number of more than {NUMBER_BITS_LIMIT} bits"
+# 188,890 characters, built without repetition: under VALUE_LIMIT, yet a bomb in a few steps.
+S = "{% set s = range(40000)|join %}"
+FOREVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+VECTORS = {
+    # Time: loops that touch nothing but the clock, and recursion.
+    "nested ranges": (FOREVER, SLOW),
+    "nested loops over a string": (
+        S + "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+        SLOW,
+    ),
+    "a macro calling itself twice": (
+        "{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ m(60) }}",
+        SLOW,
+    ),
+    "a caller in a loop": (
+        S + "{% macro m() %}{% for i in range(100000) %}{{ caller() }}{% endfor %}{% endmacro %}"
+        "{% call m() %}{{ s }}{% endcall %}",
+        SLOW,
+    ),
+    # Output, and the buffers of macros, set blocks and filter blocks (188 M characters each,
+    # joined only if nothing checks them first).
+    "nested ranges with output": (FOREVER.replace("{% endfor %}", "x{% endfor %}", 1), LONG),
+    "an output flood": (S + "{% for i in range(100000) %}{{ s }}{% endfor %}", LONG),
+    "a macro's output": (
+        S + "{% macro m() %}{% for i in range(1000) %}{{ s }}{% endfor %}{% endmacro %}"
+        "{{ m()|length }}",
+        BIG,
+    ),
+    "a set block": (
+        S + "{% set t %}{% for i in range(1000) %}{{ s }}{% endfor %}{% endset %}{{ t|length }}",
+        BIG,
+    ),
+    "a filter block": (
+        S + "{% filter upper %}{% for i in range(1000) %}{{ s }}{% endfor %}{% endfilter %}",
+        BIG,
+    ),
+    # Values built in one step, refused before they are.
+    "string repetition": ("{{ 'x' * 1000000000 }}", BIG),
+    "repeating a list of long strings": (S + "{{ ([s] * 100000)|length }}", BIG),
+    "join filter": (S + "{{ range(1000)|join(s) }}", BIG),
+    "join method": (S + "{{ s.join(s) }}", BIG),
+    "a formatter's join": (S + "{{ fmt.join([" + ", ".join(["s"] * 1000) + "]) }}", BIG),
+    "replace filter": (S + "{{ s|replace('1', s) }}", BIG),
+    "replace method": (S + "{{ s.replace('1', s) }}", BIG),
+    "bytes repetition": ("{{ 'x'.encode() * 1000000000 }}", BIG),
+    "bytes replace": (S + "{{ s.encode().replace('1'.encode(), s.encode()) }}", BIG),
+    "doubling with ~": (S + "{% set t = s %}" + "{% set t = t ~ t %}" * 40, BIG),
+    "many ~ at once": (S + "{{ (" + " ~ ".join(["s"] * 200) + ")|length }}", BIG),
+    "doubling with +": (S + "{% set t = s %}" + "{% set t = t + t %}" * 40, BIG),
+    "%-format fields": (S + "{{ ('%(s)s' * 1000)|format(s=s) }}", BIG),
+    "gettext fields": (S + "{{ _('%(s)s' * 1000, s=s) }}", BIG),
+    "str.format fields": (S + "{{ ('{0}' * 1000).format(s) }}", BIG),
+    "indent": (S + "{{ (s|replace('1', '\n'))|indent(200000) }}", BIG),
+    "wordwrap": (S + "{{ s|wordwrap(1, wrapstring=s) }}", BIG),
+    "expandtabs": (S + "{{ (s|replace('1', '\t')).expandtabs(100000) }}", BIG),
+    "translate": (S + "{{ s.translate({49: s}) }}", BIG),
+    "batch filling": ("{{ ([1]|batch(1000000000, 'x')|list)|length }}", BIG),
+    "slice": ("{{ ([1]|slice(1000000000)|list)|length }}", BIG),
+    "lipsum": ("{{ lipsum(1000000)|length }}", BIG),
+    "% width": ("{{ '%999999999s' % 'x' }}", WIDE),
+    "bytes % width": ("{{ '%999999999s'.encode() % 'x'.encode() }}", WIDE),
+    "gettext width": ("{{ _('%(n)999999999s', n=1) }}", WIDE),
+    "format filter width": ("{{ '%999999999s'|format('x') }}", WIDE),
+    "str.format width": ("{{ '{:>999999999}'.format('x') }}", WIDE),
+    "center filter": ("{{ 'x'|center(999999999) }}", WIDE),
+    "center method": ("{{ 'x'.center(999999999) }}", WIDE),
+    "a power": ("{% set n = 99999999 %}{{ 9 ** n % 7 }}", HUGE_NUMBER),
+    "squaring": ("{% set n = 3 %}" + "{% set n = n * n %}" * 40, HUGE_NUMBER),
+}
+
+
+@pytest.fixture(scope="module")
+def renderer() -> MessageRenderer:
+    return MessageRenderer()
+
+
+@pytest.mark.parametrize(("source", "says"), VECTORS.values(), ids=VECTORS.keys())
+def test_the_budget_stops_a_costly_template_early(
+    renderer: MessageRenderer, source: str, says: str
+) -> None:
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(RenderBudgetExceeded) as caught:
+            renderer.sms(sample_context("backordered"), {PART: source})
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == says
+    assert elapsed < TIME_BUDGET_MS / 1000 + 0.3
+    # Stopped before the huge value was built, not after (it would be gigabytes).
+    assert peak < 32 * 2**20, peak
+
+
+def test_an_email_part_has_its_own_output_limit(renderer: MessageRenderer) -> None:
+    source = S + "{% for i in range(100000) %}{{ s }}{% endfor %}"
+    with pytest.raises(RenderBudgetExceeded) as caught:
+        renderer.email(sample_context("backordered"), {"backordered.email.html": source})
+    limit = OUTPUT_LIMITS["email.html"]
+    assert (
+        str(caught.value)
+        == f"template backordered.email.html rendered more than {limit} characters"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+        f'{{% include "{PART}" %}}{{% include "{PART}" %}}',
+        "{% block a %}{{ self.a() }}{{ self.a() }}{% endblock %}",
+        "{% for i in [1] recursive %}{{ loop(range(100000)) }}{% endfor %}",
+    ],
+)
+def test_endless_recursion_is_a_template_problem(renderer: MessageRenderer, source: str) -> None:
+    with pytest.raises(TemplateProblem, match="templates call themselves too deeply"):
+        renderer.check_override(PART, source)
+
+
+def _big_order(ctx: MessageContext) -> MessageContext:
+    """The sample order with 100 backordered lines, all in the news."""
+    waiting = ctx.order.lines[1]
+    lines = tuple(
+        dataclasses.replace(waiting, ref=str(n), title=f"Wool scarf, size {n}")
+        for n in range(2, 102)
+    )
+    news = NewsItem("backordered", "sample", {"lines": [line.ref for line in lines]})
+    order = dataclasses.replace(ctx.order, lines=(ctx.order.lines[0], *lines))
+    return dataclasses.replace(ctx, order=order, news=(news,))
+
+
+def test_shipped_templates_render_far_inside_the_budget(
+    renderer: MessageRenderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contexts = [sample_context(trigger, locale) for trigger in TRIGGERS for locale in LOCALES]
+    contexts += [_big_order(sample_context("backordered", locale)) for locale in LOCALES]
+    assert len(contexts[-1].order.lines) == 101
+    for ctx in contexts:  # warm: compiling, and loading a locale's data, is not rendering
+        renderer.email(ctx)
+        renderer.sms(ctx)
+    # A quarter of every limit, enforced.
+    monkeypatch.setattr(render, "TIME_BUDGET_MS", TIME_BUDGET_MS // 4)
+    quarter = {part: limit // 4 for part, limit in OUTPUT_LIMITS.items()}
+    monkeypatch.setattr(render, "OUTPUT_LIMITS", quarter)
+    for ctx in contexts:
+        renderer.email(ctx)
+        renderer.sms(ctx)
+
+
+def test_compiling_an_included_template_is_not_charged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold worker compiles templates on first use: that must not fail a message."""
+    monkeypatch.setattr(render, "TIME_BUDGET_MS", 20)
+    line = "{% if order.number %}{{ brand.name }}: order {{ order.number }}{% endif %}\n"
+    # A big brand template takes some 100 ms to compile, and renders one line.
+    footer = f"{{% if not order %}}{line * 240}{{% endif %}}{line}"
+    overrides = {PART: '{% include "_footer.sms.text" %}', "_footer.sms.text": footer}
+    sms = MessageRenderer().sms(sample_context("backordered"), overrides)
+    assert sms.body.startswith("Sample Shop: order 1001")
+
+
+def test_loops_and_joins_read_as_before(renderer: MessageRenderer) -> None:
+    source = (
+        "{% for line in order.lines %}{{ loop.index }}/{{ loop.length }}"
+        "{% if loop.last %}.{% endif %} {% endfor %}"
+        "{{ order.lines|join(', ', attribute='title') }} "
+        "{{ [[1], [2, 3]]|sum(start=[]) }} {{ [1, 2]|sum }} {{ 'a' ~ 1 ~ 'b' }}"
+    )
+    body = renderer.sms(sample_context("backordered"), {PART: source}).body
+    assert body == "1/2 2/2. Canvas tote, Wool scarf [1, 2, 3] 3 a1b"
+
+
+def test_check_override_refuses_a_template_over_budget(renderer: MessageRenderer) -> None:
+    with pytest.raises(RenderBudgetExceeded, match=SLOW):
+        renderer.check_override(PART, FOREVER)
+
+
+@pytest.mark.anyio
+async def test_the_api_refuses_a_template_over_budget(
+    client: httpx.AsyncClient, brand: BrandKey
+) -> None:
+    response = await client.put(
+        f"{API}/message-templates/{PART}", json={"source": FOREVER}, headers=brand.headers
+    )
+    body = assert_problem(response, 422, "invalid-fields")
+    assert body["errors"] == [{"path": "source", "message": SLOW}]
+
+
+@pytest.mark.anyio
+async def test_a_stored_template_over_budget_fails_its_message_only(
+    api: Api,
+    db: Database,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+    brand: BrandKey,
+) -> None:
+    shopper = {
+        "email": "ada@example.com",
+        "phone": "+14155550123",
+        "name": "Ada Lovelace",
+        "locale": "en-US",
+        "timezone": "America/Los_Angeles",
+        "sms_consent": True,
+    }
+    await api.sku("LAMP", 0)
+    await api.supply("LAMP", "PO-1", 50, "2026-11-20")
+    await api.place("A-1", [in_stock("1", "MUG", 1), backordered("2", "LAMP", 1)], customer=shopper)
+    await api.place(
+        "A-2", [backordered("1", "LAMP")], customer={**shopper, "phone": "+14155550777"}
+    )
+    async with db.write() as conn:  # stored before the budget, and fine on the sample order
+        await conn.execute(
+            message_templates.insert().values(
+                brand_id=brand.id,
+                name=PART,
+                source=f'{{% if order.number == "A-1" %}}{FOREVER}{{% endif %}}'
+                "{{ order.number }}",
+                created_at=clock.now,
+                updated_at=clock.now,
+            )
+        )
+    clock.advance(minutes=11)
+    await dispatcher.run_once()
+    sms = {m["address"]: m for m in await outbox(db) if m["channel"] == "sms"}
+    failed = sms[shopper["phone"]]
+    assert (failed["state"], failed["error_code"]) == ("failed", "prepare_failed")
+    # The template's name and the budget: nothing of the shopper's.
+    assert failed["error_detail"] == f"RenderBudgetExceeded: {SLOW}"
+    assert sms["+14155550777"]["state"] == "sent"
+    assert [r.form["Body"] for r in twilio.received] == ["A-2"]
+    assert len(sendgrid.received) == 2
