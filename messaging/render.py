@@ -722,6 +722,8 @@ def _gettext_callables(catalog: NullTranslations) -> tuple[Any, Any]:
 def _format_message(context: Context, text: str, variables: dict[str, Any]) -> str:
     if context.eval_ctx.autoescape:
         text = Markup(text)  # noqa: S704 - our catalog's wording, or the template's own
+    if not variables and "%" not in text:
+        return text  # what `text % {}` gives, without its cost (most strings have no fields)
     _check_printf(text, variables)
     # Always a format, even without variables: Jinja's newstyle gettext does the same.
     message: str = text % variables
@@ -1148,7 +1150,7 @@ def _spell(locale: str, text: str) -> str:
 
 
 def _periods(text: str) -> str:
-    return _DOUBLE_PERIOD.sub(".", text)
+    return _DOUBLE_PERIOD.sub(".", text) if ".." in text else text
 
 
 def _tidy_sms(text: str) -> str:
