@@ -87,6 +87,7 @@ from messaging.dispatch import Dispatcher
 from messaging.providers import Accepted, Email, ProviderError, Sms
 from messaging.providers.sendgrid import SendGridProvider, build_payload
 from messaging.providers.twilio import TwilioProvider
+from messaging.worker import tune_gc
 from tests.fakes.sendgrid import API_KEY
 from tests.fakes.twilio import ACCOUNT_SID, AUTH_TOKEN
 
@@ -393,6 +394,7 @@ class Worker:
             sms=sms,
             name=config["name"],
         )
+        tune_gc()  # as `whereabouts worker` does
         return cls(db, dispatcher, instrument(dispatcher) if timed else StepTimes())
 
     async def drain(self, deadline: float) -> int:
@@ -523,6 +525,7 @@ async def worker_entry(config: dict[str, Any]) -> None:
         items = load_items(Path(config["payloads"]), config["part"], config["parts"])
         email, sms = make_providers(config["twilio_url"], config["sendgrid_url"])
         post = pace(items, config["concurrency"])
+        tune_gc()  # the ceiling's processes get the workers' collector settings too
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
         cpu, started = time.process_time(), time.monotonic()
@@ -688,6 +691,7 @@ async def ceiling_in_process(
     """Post the items straight to the fakes from this process."""
     email, sms = make_providers(fake_servers.twilio_url, fake_servers.sendgrid_url)
     post = pace(items, concurrency)
+    tune_gc()
     try:
         with Meter(fake_servers, "-") as meter:
             cpu, started = time.process_time(), time.perf_counter()
