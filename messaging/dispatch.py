@@ -174,7 +174,10 @@ class Dispatcher:
             if flying is not None:
                 await flying
             if looking is not None:
-                await looking
+                # A lookup cut short leaves its messages leased a while, then asks again.
+                looking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await looking
 
     def _start_lookups(self, now: dt.datetime) -> asyncio.Task[None] | None:
         """Once a minute, ask the providers about `unknown` sends, off the sending path."""
