@@ -133,7 +133,7 @@ def test_the_budget_stops_a_costly_template_early(
     finally:
         tracemalloc.stop()
     assert str(caught.value) == says
-    assert elapsed < TIME_BUDGET_MS / 1000 + 0.3
+    assert elapsed < TIME_BUDGET_MS / 1000 + 1.0  # unstopped, each runs for minutes or fills memory
     # Stopped before the huge value was built, not after (it would be gigabytes).
     assert peak < 32 * 2**20, peak
 
@@ -159,7 +159,11 @@ def test_an_email_part_has_its_own_output_limit(renderer: MessageRenderer) -> No
     ],
 )
 def test_endless_recursion_is_a_template_problem(renderer: MessageRenderer, source: str) -> None:
-    with pytest.raises(TemplateProblem, match="templates call themselves too deeply"):
+    # Whichever stops it first: the depth, or (on a slow or busy machine, where the calls
+    # that double at each level take long enough) the time budget.
+    with pytest.raises(
+        TemplateProblem, match=r"templates call themselves too deeply|took longer than 200 ms"
+    ):
         renderer.check_override(PART, source)
 
 
