@@ -57,7 +57,7 @@ from messaging.providers import (
 )
 from messaging.reconcile import LIMIT as RECONCILE_LIMIT
 from messaging.reconcile import reconcile
-from messaging.render import NO_OVERRIDES, MessageRenderer
+from messaging.render import NO_OVERRIDES, MessageRenderer, RenderTooSlow
 from messaging.schedule import (
     WEBHOOK_RETRY_WINDOW,
     day_start,
@@ -299,7 +299,11 @@ class Dispatcher:
                 if row.channel == "webhook":
                     plans.append(self._prepare_webhook(row, keys.get(row.endpoint_id, []), now))
                 else:
-                    plans.append(self._prepare_notice(batch, row, now))
+                    try:
+                        plans.append(self._prepare_notice(batch, row, now))
+                    except RenderTooSlow:
+                        # Maybe the machine, not the brand's template: once more, caches warm.
+                        plans.append(self._prepare_notice(batch, row, now))
                     if plans[-1].action == "send":
                         batch.going(row, now)
             except Exception as error:  # a brand template that fails on this data, or a bug

@@ -22,6 +22,7 @@ from messaging.render import (
     VALUE_LIMIT,
     MessageRenderer,
     RenderBudgetExceeded,
+    RenderTooSlow,
     TemplateProblem,
     sample_context,
 )
@@ -276,7 +277,20 @@ async def test_a_stored_template_over_budget_fails_its_message_only(
     failed = sms[shopper["phone"]]
     assert (failed["state"], failed["error_code"]) == ("failed", "prepare_failed")
     # The template's name and the budget: nothing of the shopper's.
-    assert failed["error_detail"] == f"RenderBudgetExceeded: {SLOW}"
+    assert failed["error_detail"] == f"RenderTooSlow: {SLOW}"
     assert sms["+14155550777"]["state"] == "sent"
     assert [r.form["Body"] for r in twilio.received] == ["A-2"]
     assert len(sendgrid.received) == 2
+
+
+def test_our_own_templates_are_not_timed_a_brands_are(
+    renderer: MessageRenderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow or cold machine must not fail a message whose templates are all ours.
+    monkeypatch.setattr(render, "TIME_BUDGET_MS", 0)
+    ctx = sample_context("backordered")
+    assert renderer.email(ctx).subject
+    assert renderer.sms(ctx).body
+    brand = "{% for line in order.lines %}{{ line.title }}{% endfor %} {{ order.tracking_url }}"
+    with pytest.raises(RenderTooSlow):
+        renderer.sms(ctx, {"backordered.sms.text": brand})
