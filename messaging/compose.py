@@ -115,6 +115,8 @@ def _status(lines: Mapping[str, LineInfo], ref: str) -> str | None:
     return None if line is None else line.status
 
 
+# States of a message that went, or may have: they count against the daily cap and make the
+# next SMS to the number not its first.
 _SENT_OR_MAYBE = ("sending", "sent", "delivered", "undelivered", "unknown")
 
 

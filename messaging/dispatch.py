@@ -71,8 +71,6 @@ from messaging.schedule import (
 log = logging.getLogger("whereabouts.dispatch")
 
 Clock = Callable[[], dt.datetime]
-# States that count against the daily cap: the message went, or may have.
-_COUNTED = ("sending", "sent", "delivered", "undelivered", "unknown")
 _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
