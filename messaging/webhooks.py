@@ -10,9 +10,11 @@ caller's transaction; the dispatcher sends each with `deliver`, signing with `ac
 A payload carries the order number and the event's facts, never the shopper's email or phone.
 
 Brands choose where the service sends requests, so by default only public addresses are
-reached: `blocked_host` refuses a URL naming a non-public address (checked at registration) and
-`deliver` resolves the host and refuses it when any address it resolves to is not public (see
-`is_public_address`). `WEBHOOK_ALLOW_PRIVATE` lifts both, for development.
+reached (`messaging.safe_http`): `blocked_host` refuses a URL naming a non-public address
+(checked at registration); `deliver` resolves the host and refuses it when any address it
+resolves to is not public, then checks the address each new connection reached before sending
+on it, so a DNS answer that changes in between (DNS rebinding) cannot reach inside either.
+`WEBHOOK_ALLOW_PRIVATE` lifts all three, for development.
 
 Delivery failures are `messaging.providers.base.ProviderError`: retryable, except a refused
 address (code `private_address`) and a URL that cannot be parsed (`invalid_url`), both permanent.
@@ -25,10 +27,8 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets as random
-import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.schema import messages, shipments, webhook_endpoints
 from messaging.providers.base import Accepted, ProviderError
+from messaging.safe_http import PrivateAddressError, check_public, refuse_private_peer
+from messaging.safe_http import blocked_host as blocked_host  # the API checks URLs with it
 
 # What a brand can subscribe an endpoint to.
 WEBHOOK_TYPES = (
@@ -348,103 +350,12 @@ async def active_secrets(conn: AsyncConnection, endpoint_id: int, now: dt.dateti
     return secrets_in_force(row.secret, row.previous_secret, row.previous_secret_until, now)
 
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Non-public blocks that `is_global` lets through on Python 3.11: IPv4-compatible IPv6 (::/96,
-# deprecated) and site-local IPv6 (fec0::/10, deprecated). Multicast is checked apart.
-_NOT_PUBLIC = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("fec0::/10"))
-# NAT64's well-known prefix carries an IPv4 address that a translator on the path would reach.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def is_public_address(address: IPAddress) -> bool:
-    """Tell whether an address is globally reachable: not loopback, private, link-local, etc.
-
-    An IPv6 address that embeds an IPv4 one (IPv4-mapped, 6to4, NAT64) is public only if the
-    IPv4 address is too, so `::ffff:127.0.0.1` and `64:ff9b::a9fe:a9fe` stay refused.
-    """
-    if not address.is_global or address.is_multicast:
-        return False
-    if isinstance(address, ipaddress.IPv4Address):
-        return True
-    if any(address in network for network in _NOT_PUBLIC):
-        return False
-    embedded = address.ipv4_mapped or address.sixtofour
-    if embedded is None and address in _NAT64:
-        embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return embedded is None or is_public_address(embedded)
-
-
-def literal_address(host: str) -> IPAddress | None:
-    """Return the address a URL's host spells out, or None when it is a name to resolve.
-
-    Besides the usual forms this reads the legacy IPv4 spellings resolvers accept (`127.1`,
-    `0x7f.0.0.1`, `2130706433`), which would otherwise pass for names.
-    """
-    bare = host.strip("[]").partition("%")[0].rstrip(".")
-    try:
-        return ipaddress.ip_address(bare)
-    except ValueError:
-        pass
-    if not bare or any(not (ch.isalnum() or ch == ".") for ch in bare):
-        return None
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(bare))
-    except OSError:
-        return None
-
-
-def _local_name(host: str) -> bool:
-    # RFC 6761: localhost and every name under it are this machine, whatever DNS says.
-    name = host.lower().rstrip(".")
-    return name == "localhost" or name.endswith(".localhost")
-
-
-def blocked_host(host: str) -> str | None:
-    """Say why a URL's host is not a public address, or None when it may be one.
-
-    Only what the host says literally is judged here (an address, or `localhost`); a name that
-    resolves to a private address is caught by `deliver`.
-    """
-    if _local_name(host):
-        return f"{host} is this machine (loopback)"
-    address = literal_address(host)
-    if address is not None and not is_public_address(address):
-        return f"{address} is not a public address (loopback, private, link-local or reserved)"
-    return None
-
-
 def _refused(why: str) -> ProviderError:
     return ProviderError(
         f"refused to deliver: {why}; only public addresses are allowed (WEBHOOK_ALLOW_PRIVATE)",
         code="private_address",
         permanent=True,
     )
-
-
-async def _check_public(url: httpx.URL) -> None:
-    """Raise unless every address the URL's host stands for is public (resolving names).
-
-    This resolves, then httpx resolves again to connect: a name whose DNS answer changes in
-    between (DNS rebinding, with a very short TTL) can still reach a private address. Closing
-    that window takes pinning the checked address in the connection itself (a network backend
-    that resolves and checks in `connect_tcp`), which the caller's client would have to use.
-    """
-    host = url.raw_host.decode("ascii")
-    why = blocked_host(host)
-    if why is not None:
-        raise _refused(why)
-    if literal_address(host) is not None:
-        return
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise ProviderError(f"could not resolve {host}: {exc}"[:200], code="connect") from None
-    for *_, sockaddr in found:
-        address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
-        if not is_public_address(address):
-            raise _refused(f"{host} resolves to a non-public address")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -465,9 +376,11 @@ async def deliver(
     """POST a stored webhook, signed; Accepted on 2xx, a ProviderError otherwise.
 
     Unless `allow_private` (WEBHOOK_ALLOW_PRIVATE), the host is resolved first and no request
-    is sent when any of its addresses is not public: a permanent `private_address` failure.
-    Redirects are not followed: the brand registered this URL, and a redirect could point the
-    signed request anywhere, private addresses included.
+    is sent when any of its addresses is not public, nor on a new connection that reached a
+    non-public address all the same (the name resolved again to connect, differently): both
+    a permanent `private_address` failure. A connection `client` keeps alive was checked when
+    a delivery opened it. Redirects are not followed: the brand registered this URL, and a
+    redirect could point the signed request anywhere, private addresses included.
     """
     try:
         target = httpx.URL(url)
@@ -475,14 +388,19 @@ async def deliver(
         raise ProviderError(
             f"invalid URL: {exc}"[:200], code="invalid_url", permanent=True
         ) from None
+    host = target.raw_host.decode("ascii")
     if not allow_private:
         try:
             async with asyncio.timeout(request_timeout):
-                await _check_public(target)
+                await check_public(target)
+        except PrivateAddressError as exc:
+            raise _refused(str(exc)) from None
         except TimeoutError:
             raise ProviderError(
                 f"could not resolve the host within {request_timeout:g}s", code="timeout"
             ) from None
+        except (OSError, UnicodeError) as exc:
+            raise ProviderError(f"could not resolve {host}: {exc}"[:200], code="connect") from None
     webhook_id: str = content["webhook_id"]
     body = content["body"].encode()
     headers = {
@@ -494,8 +412,15 @@ async def deliver(
     }
     try:
         response = await client.post(
-            target, content=body, headers=headers, follow_redirects=False, timeout=request_timeout
+            target,
+            content=body,
+            headers=headers,
+            follow_redirects=False,
+            timeout=request_timeout,
+            extensions={} if allow_private else {"trace": refuse_private_peer},
         )
+    except PrivateAddressError:
+        raise _refused(f"{host} resolved to a non-public address when connecting") from None
     except httpx.TimeoutException as exc:
         raise ProviderError(
             f"no answer within {request_timeout:g}s ({type(exc).__name__})", code="timeout"

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
@@ -29,6 +30,7 @@ from messaging.webhooks import new_secret
 from tests.conftest import BrandKey
 from tests.eta.conftest import FixedClock
 from tests.eta.helpers import Api, backordered
+from tests.fakes.dns import rebinding_dns
 from tests.fakes.server import ServerThread
 
 pytestmark = pytest.mark.anyio
@@ -135,17 +137,8 @@ async def test_without_private_targets_a_loopback_receiver_is_not_registered(
     assert "127.0.0.1 is not a public address" in error["message"]
 
 
-@pytest.mark.parametrize("allow_private", [False])
-async def test_without_private_targets_a_loopback_receiver_gets_nothing(
-    api: Api,
-    db: Database,
-    brand: BrandKey,
-    clock: FixedClock,
-    dispatcher: Dispatcher,
-    receiver: tuple[FlakyReceiver, str],
-) -> None:
-    # Registered while private targets were allowed (or by a name that now resolves inside).
-    brand_side, url = receiver
+async def register_directly(db: Database, brand: BrandKey, clock: FixedClock, url: str) -> None:
+    """Store an endpoint as if registered while its URL passed (private targets allowed)."""
     async with db.write() as conn:
         await conn.execute(
             webhook_endpoints.insert().values(
@@ -157,6 +150,20 @@ async def test_without_private_targets_a_loopback_receiver_gets_nothing(
                 updated_at=clock.now - dt.timedelta(days=1),
             )
         )
+
+
+@pytest.mark.parametrize("allow_private", [False])
+async def test_without_private_targets_a_loopback_receiver_gets_nothing(
+    api: Api,
+    db: Database,
+    brand: BrandKey,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    receiver: tuple[FlakyReceiver, str],
+) -> None:
+    # Registered while private targets were allowed (or by a name that now resolves inside).
+    brand_side, url = receiver
+    await register_directly(db, brand, clock, url)
     await eta_change(api)
     for _ in range(3):
         await dispatcher.run_once()
@@ -167,3 +174,32 @@ async def test_without_private_targets_a_loopback_receiver_gets_nothing(
     # Refused for good on the first attempt, with the reason in the delivery log.
     assert (row.state, row.attempts, row.error_code) == ("failed", 1, "private_address")
     assert "127.0.0.1 is not a public address" in row.error_detail
+
+
+@pytest.mark.parametrize("allow_private", [False])
+async def test_without_private_targets_a_name_rebound_to_loopback_gets_nothing(
+    api: Api,
+    db: Database,
+    brand: BrandKey,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
+    receiver: tuple[FlakyReceiver, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DNS rebinding through the worker's own HTTP client: the check before the request hears a
+    # public address, the connection after it the receiver's loopback one.
+    brand_side, url = receiver
+    asked = rebinding_dns(monkeypatch, "hooks.brand.example", "93.184.216.34", "127.0.0.1")
+    port = httpx.URL(url).port
+    await register_directly(db, brand, clock, f"http://hooks.brand.example:{port}/hooks")
+    await eta_change(api)
+    for _ in range(3):
+        await dispatcher.run_once()
+        clock.advance(hours=1)
+    assert brand_side.attempts == []
+    assert asked == ["hooks.brand.example", "hooks.brand.example"]
+    async with db.read() as conn:
+        row = (await conn.execute(select(messages).where(messages.c.channel == "webhook"))).one()
+    assert (row.state, row.attempts, row.error_code) == ("failed", 1, "private_address")
+    assert "hooks.brand.example" in row.error_detail
+    assert "127.0.0.1" not in row.error_detail

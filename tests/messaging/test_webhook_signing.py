@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messaging.providers.base import ProviderError
+from messaging.safe_http import blocked_host, is_public_address, literal_address
 from messaging.webhooks import (
-    blocked_host,
     deliver,
-    is_public_address,
-    literal_address,
     new_secret,
     new_webhook_id,
     secrets_in_force,
@@ -42,6 +42,7 @@ from messaging.webhooks import (
     webhook_payload,
     webhook_type,
 )
+from tests.fakes.dns import rebinding_dns
 from tests.fakes.server import ServerThread
 
 pytestmark = pytest.mark.anyio
@@ -464,6 +465,95 @@ async def test_a_name_that_resolves_to_loopback_is_refused_after_resolution(
     assert "127.0.0.1" not in failure.value.detail
     assert asked == ["hooks.brand.example"]
     assert target.received == []
+
+
+@dataclass
+class ByteRecorder:
+    """What each connection to a bare TCP server sent first; it answers nothing, and closes."""
+
+    received: list[bytes] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.received.append(await reader.read(65536))
+        self.connected.set()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@asynccontextmanager
+async def byte_recorder(host: str) -> AsyncIterator[tuple[ByteRecorder, int]]:
+    """Listen on a free port of `host` and record what connections send."""
+    recorder = ByteRecorder()
+    server = await asyncio.start_server(recorder.handle, host, 0)
+    async with server:
+        yield recorder, server.sockets[0].getsockname()[1]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "listen", "inside"),
+    [
+        ("http", "127.0.0.1", "127.0.0.1"),
+        ("https", "127.0.0.1", "127.0.0.1"),
+        pytest.param("http", "127.0.0.1", "::ffff:127.0.0.1", marks=needs_ipv6),
+        pytest.param("http", "::1", "::1", marks=needs_ipv6),
+    ],
+)
+async def test_a_name_rebound_inside_after_the_check_is_refused_before_a_byte_is_sent(
+    http, monkeypatch, scheme, listen, inside
+):
+    # DNS rebinding: the check before the request hears a public address, the connection that
+    # follows resolves again and hears one of this machine's.
+    asked = rebinding_dns(monkeypatch, "hooks.brand.example", "93.184.216.34", inside)
+    async with byte_recorder(listen) as (recorder, port):
+        with pytest.raises(ProviderError) as failure:
+            await deliver(
+                http,
+                f"{scheme}://hooks.brand.example:{port}/hook",
+                content(),
+                [SECRET],
+                int(time.time()),
+            )
+        # The connection was made (to the rebound address) and closed with nothing sent on
+        # it: no request, no TLS handshake.
+        await asyncio.wait_for(recorder.connected.wait(), 5)
+        assert recorder.received == [b""]
+    assert asked == ["hooks.brand.example", "hooks.brand.example"]
+    error = failure.value
+    assert (error.code, error.permanent, error.unknown) == ("private_address", True, False)
+    assert "hooks.brand.example" in error.detail
+    assert inside not in error.detail
+
+
+async def test_with_private_targets_allowed_a_name_rebound_inside_is_delivered(
+    receiver, http, monkeypatch
+):
+    target, url = receiver
+    rebinding_dns(monkeypatch, "hooks.brand.example", "127.0.0.1", "127.0.0.1")
+    sent = content()
+    accepted = await deliver(
+        http,
+        f"http://hooks.brand.example:{httpx.URL(url).port}/hook",
+        sent,
+        [SECRET],
+        int(time.time()),
+        allow_private=True,
+    )
+    assert accepted.provider_id == sent["webhook_id"]
+    assert [verified for _, _, verified in target.received] == [True]
 
 
 async def test_with_private_targets_allowed_a_localhost_name_is_delivered(receiver, http):
