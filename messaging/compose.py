@@ -149,6 +149,8 @@ class Batch:
     overrides: dict[int, dict[str, str]] = field(default_factory=dict)
     texted: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
     open_choices: dict[tuple[int, str], set[int]] = field(default_factory=dict)
+    # What templates see of each brand, built once a batch: the same for all its messages.
+    brand_infos: dict[int, BrandInfo] = field(default_factory=dict)
 
     @classmethod
     async def load(cls, conn: AsyncConnection, rows: Sequence[Any], since: dt.datetime) -> Batch:
@@ -314,6 +316,24 @@ class Batch:
         found = self.open_choices.get((message.brand_id, message.address), set())
         return bool(found - {message.order_id})
 
+    def brand_info(self, brand: Any, themes: Mapping[str, Theme]) -> BrandInfo:
+        """Return what templates see of the brand: its contacts and its theme's tokens."""
+        info = self.brand_infos.get(brand.id)
+        if info is None:
+            theme = themes.get(brand.theme) or themes["default"]
+            tokens = {**theme.tokens, **(brand.theme_tokens or {})}
+            info = self.brand_infos[brand.id] = BrandInfo(
+                slug=brand.slug,
+                name=brand.name,
+                timezone=brand.timezone,
+                support_email=brand.support_email,
+                support_phone=brand.support_phone,
+                support_url=brand.support_url,
+                logo_url=brand.logo_url or tokens.get("logo") or None,
+                tokens={k: str(v) for k, v in tokens.items()},
+            )
+        return info
+
     def context(
         self,
         message: Any,
@@ -390,20 +410,9 @@ class Batch:
             for row in choice_rows
         )
         items = _fill(items, lines, order_choices)
-        theme = themes.get(brand.theme) or themes["default"]
-        tokens = {**theme.tokens, **(brand.theme_tokens or {})}
         sms = message.channel == "sms"
         return MessageContext(
-            brand=BrandInfo(
-                slug=brand.slug,
-                name=brand.name,
-                timezone=brand.timezone,
-                support_email=brand.support_email,
-                support_phone=brand.support_phone,
-                support_url=brand.support_url,
-                logo_url=brand.logo_url or tokens.get("logo") or None,
-                tokens={k: str(v) for k, v in tokens.items()},
-            ),
+            brand=self.brand_info(brand, themes),
             order=OrderInfo(
                 number=order.number,
                 tracking_url=tracking_url,
