@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sendgrid.helpers.mail import From, ReplyTo, To
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,6 +44,7 @@ from messaging.providers import (
     build_sms_provider,
     parse_retry_after,
 )
+from messaging.providers import sendgrid as sendgrid_module
 from messaging.providers import twilio as twilio_module
 from messaging.providers.dev import DevInbox
 from messaging.providers.sendgrid import SendGridProvider
@@ -407,8 +412,25 @@ async def test_sendgrid_posts_the_v3_body_with_bearer_key(
         },
         "reply_to": {"email": "help@acme.example"},
     }
+    # Compact JSON, UTF-8 as is: the bytes SendGrid has always been sent.
+    assert request.raw == json.dumps(request.body, ensure_ascii=False, separators=(",", ":"))
     assert accepted == Accepted(request.x_message_id or "", "sent")
     assert fake_sendgrid.count(52) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    address=st.one_of(
+        st.from_regex(r"[A-Za-z0-9_%+.-]{1,12}@[A-Za-z0-9.-]{1,12}", fullmatch=True),
+        st.text("aZ09_%+-.@ <>\"'(),;:[]\\\tü", max_size=24),
+    ),
+    name=st.sampled_from(["", "Acme Outdoor", "robin@example.net"]),
+)
+def test_sendgrid_addresses_are_the_ones_its_helper_parses(address: str, name: str) -> None:
+    """A plain address skips the helper's parse, and goes out just as the parse makes it."""
+    for kind in (From, To, ReplyTo):
+        made = sendgrid_module._address(kind, address, name)
+        assert made.get() == kind(address, name or None).get()
 
 
 async def test_sendgrid_leaves_out_what_the_email_does_not_have(
