@@ -32,7 +32,7 @@ import threading
 import time
 import zoneinfo
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache, wraps
@@ -56,7 +56,6 @@ from jinja2 import (
     TemplateError,
     TemplateSyntaxError,
     nodes,
-    pass_context,
     pass_environment,
     pass_eval_context,
 )
@@ -67,7 +66,7 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.i18n import LOCALES, RTL_LOCALES, SOURCE_LOCALE, Formatter, negotiate, translations
 from app.themes.contrast import parse_color
@@ -394,6 +393,11 @@ _QUICK_METHODS = frozenset(
     for cls in (MessageFormatter, SmsFormatter)
     for name in (*_QUICK_NAMES, "relative", "today")
 )
+# The attributes of the mappings templates read (`look.accent`, `lead.replies.keep`): any other
+# name is a key to them, which the sandbox looks up once reading the attribute has failed.
+_MAPPING_ATTRIBUTES: Mapping[type, frozenset[str]] = {
+    kind: frozenset(dir(kind)) for kind in (dict, MappingProxyType)
+}
 
 
 # The render budget ------------------------------------------------------------------------
@@ -425,20 +429,34 @@ class _Meter:
         deadline = time.perf_counter() + TIME_BUDGET_MS / 1000 if timed else math.inf
         return cls(name, deadline, OUTPUT_LIMITS[name.partition(".")[2]])
 
+    @property
+    def timed(self) -> bool:
+        return self.deadline < math.inf
+
     def too_slow(self) -> NoReturn:
         raise RenderTooSlow(f"template {self.name} took longer than {TIME_BUDGET_MS} ms")
 
+    def too_long(self) -> NoReturn:
+        raise RenderBudgetExceeded(
+            f"template {self.name} rendered more than {self.limit} characters"
+        )
+
     def collect(self, stream: Iterator[str]) -> str:
-        """Join a template's output, stopping it as soon as it passes the part's limit."""
+        """Join a template's output, stopping a brand's as soon as it passes the part's limit."""
+        if not self.timed:
+            # Our templates alone: their output grows with the order, not without end, so it is
+            # joined in one go (in C: an email is some 100 chunks) and measured once made.
+            text = "".join(stream)
+            if len(text) > self.limit:
+                self.too_long()
+            return text
         chunks: list[str] = []
         append = chunks.append
         size = 0
         for chunk in stream:
             size += len(chunk)
             if size > self.limit:
-                raise RenderBudgetExceeded(
-                    f"template {self.name} rendered more than {self.limit} characters"
-                )
+                self.too_long()
             append(chunk)
         return "".join(chunks)
 
@@ -706,27 +724,28 @@ def _gettext_callables(catalog: NullTranslations) -> tuple[Any, Any]:
     """Return gettext and ngettext as Jinja's newstyle i18n makes them, checking the format.
 
     Jinja's call the catalog through the template context, for catalogs that want it; ours do
-    not, and gettext is most of the calls a template makes.
+    not, and gettext is most of the calls a template makes. Ours take the eval context, which
+    says whether to escape: unlike the template context, Jinja passes it without copying.
     """
 
-    @pass_context
-    def gettext(context: Context, message: str, /, **variables: Any) -> str:
+    @pass_eval_context
+    def gettext(eval_ctx: EvalContext, message: str, /, **variables: Any) -> str:
         text = catalog.gettext(message)
-        return _format_message(context, text, variables)
+        return _format_message(eval_ctx, text, variables)
 
-    @pass_context
+    @pass_eval_context
     def ngettext(
-        context: Context, singular: str, plural: str, num: int, /, **variables: Any
+        eval_ctx: EvalContext, singular: str, plural: str, num: int, /, **variables: Any
     ) -> str:
         variables.setdefault("num", num)
         text = catalog.ngettext(singular, plural, num)
-        return _format_message(context, text, variables)
+        return _format_message(eval_ctx, text, variables)
 
     return gettext, ngettext
 
 
-def _format_message(context: Context, text: str, variables: dict[str, Any]) -> str:
-    if context.eval_ctx.autoescape:
+def _format_message(eval_ctx: EvalContext, text: str, variables: dict[str, Any]) -> str:
+    if eval_ctx.autoescape:
         text = Markup(text)  # noqa: S704 - our catalog's wording, or the template's own
     if not variables and "%" not in text:
         return text  # what `text % {}` gives, without its cost (most strings have no fields)
@@ -762,7 +781,8 @@ _METERED_FILTERS: Mapping[str, Any] = MappingProxyType(
 
 
 class _MeteredCode(CodeGenerator):
-    """Compile for loops to check the clock at each item, and `~` to check its length first."""
+    """Compile for loops to check the clock at each item, and `~` to check its length first;
+    and HTML output to pass on text already safe (see `_Sandbox.escape_output`)."""
 
     _loop_iterables: frozenset[int] = frozenset()
 
@@ -793,6 +813,15 @@ class _MeteredCode(CodeGenerator):
             self.write(", ")
         self.write("))")
 
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        # Jinja's hook before each `{{ value }}`, as its native-types code generator uses it.
+        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+            self.write("environment.escape_output(")
+            if finalize.src is not None:
+                self.write(finalize.src)
+        else:
+            super()._output_child_pre(node, frame, finalize)
+
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, closed to the timezone object (its class methods touch shared caches), and
@@ -812,6 +841,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.globals["lipsum"] = _lipsum
         self.own_callables: frozenset[Any] = frozenset()  # gettext, once installed
 
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # Jinja overlays the environment's globals in a ChainMap, which each of the dozen
+        # contexts a message makes (a template part, an include, a scoped block) copies item by
+        # item in Python: a dict is copied in C. The environment's globals are all set before
+        # it loads a template (see `_build`), so the copy shows what the ChainMap would.
+        return {**self.globals, **(d or {})}
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if (kind, attribute) in _DATA_ATTRIBUTES:
+            # Our data, read some 100 times a message: what the sandbox would answer, as the
+            # attribute is safe and none of these classes holds a str's format method to wrap.
+            return getattr(obj, attribute)
+        names = _MAPPING_ATTRIBUTES.get(kind)
+        if names is not None and attribute not in names:
+            # A key: what the sandbox would answer, without the AttributeError first.
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if (type(obj), attr) in _DATA_ATTRIBUTES:
             return True
@@ -829,8 +880,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             # Our formatters, gettext and the title clipper, called dozens of times a render: none
             # is marked unsafe (the sandbox's check, two failed attribute lookups, would pass),
             # each is quick and makes a short text (gettext checks its own), so both the
-            # sandbox's check and the budget's are skipped.
-            return context.call(obj, *args, **kwargs)
+            # sandbox's check and the budget's are skipped. So is Context.call: what it would
+            # do for these is pass gettext the eval context, and drop the variables a loop or
+            # block sets, which Jinja passes along for callables that take the template context.
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            if kind is FunctionType:
+                return obj(context.eval_ctx, *args, **kwargs)
+            return obj(*args, **kwargs)
         _tick()
         if kind is FunctionType:
             fmt = getattr(obj.__dict__.get("__wrapped__"), "__self__", None)
@@ -883,6 +940,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             if time.perf_counter() > meter.deadline:
                 meter.too_slow()
             yield item
+
+    @staticmethod
+    def escape_output(value: Any) -> Markup:
+        """Escape a value for HTML output; Markup (the look, our messages) is passed on as it is,
+        where markupsafe's `escape` would copy it (twice: in `escape`, then in `Markup`)."""
+        return value if type(value) is Markup else escape(value)
 
     @staticmethod
     def concat(parts: Iterable[str]) -> str:
@@ -1079,10 +1142,7 @@ class MessageRenderer:
         return self._environment(locale, overrides), values
 
     def _environment(self, locale: str, overrides: Mapping[str, str]) -> _Sandbox:
-        digest = hashlib.sha256()
-        for name in sorted(overrides):
-            digest.update(f"{len(name)}:{name}{len(overrides[name])}:{overrides[name]}".encode())
-        key = (locale, digest.hexdigest())
+        key = (locale, _digest(overrides) if overrides else "")  # most brands override nothing
         with self._lock:
             env = self._envs.get(key)
             if env is not None:
@@ -1148,6 +1208,13 @@ class MessageRenderer:
             raise TemplateProblem(f"{name}: {type(exc).__name__}: {exc}") from exc
         finally:
             _METER.reset(token)
+
+
+def _digest(overrides: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(overrides):
+        digest.update(f"{len(name)}:{name}{len(overrides[name])}:{overrides[name]}".encode())
+    return digest.hexdigest()
 
 
 def _spell(locale: str, text: str) -> str:
