@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 from twilio.base.exceptions import TwilioException
 from twilio.http import AsyncHttpClient
@@ -41,6 +41,13 @@ _logger = logging.getLogger(__name__)
 # more than a shopper gets from every brand that shares the account.
 LOOKUP_LIMIT = 200
 _LOOKUP_PAGE = 100
+# quote_plus's work on ASCII text as one str.translate table: the characters it always leaves
+# alone stay, a space becomes +, every other character its %XX.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_ESCAPES = {
+    code: chr(code) if code in _UNRESERVED else "+" if code == 32 else f"%{code:02X}"
+    for code in range(128)
+}
 
 
 class TwilioProvider:
@@ -148,12 +155,12 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type
         parts = urlsplit(uri)
         query = [parts.query] if parts.query else []
         if params:
-            query.append(urlencode(params, doseq=True))
+            query.append(_form(params))
         url = self._base_url + parts.path + ("?" + "&".join(query) if query else "")
         headers = dict(headers or {})
         if auth is not None:
             headers["Authorization"] = self._basic(auth)
-        body = urlencode(data or {}, doseq=True).encode()
+        body = _form(data or {}).encode()
         answer = await self._http.request(method, url, body, headers, timeout)
         if not answer.is_success:
             raise _status_error(answer)
@@ -169,6 +176,25 @@ class _Transport(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
             self._authorization = (auth, f"Basic {token}")
         return self._authorization[1]
+
+
+def _form(fields: dict[str, Any]) -> str:
+    """Encode form fields exactly as urlencode(fields, doseq=True) does, in less time."""
+    return urlencode(fields, doseq=True, quote_via=_quote_plus)
+
+
+def _quote_plus(
+    text: str | bytes,
+    safe: str | bytes = "",
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> str:
+    """Return quote_plus(text, ...): by table for ASCII text, which is nearly every field."""
+    if isinstance(text, bytes):
+        return quote_plus(text, safe)
+    if text.isascii() and not (safe or encoding or errors):
+        return text.translate(_FORM_ESCAPES)
+    return quote_plus(text, safe, encoding, errors)
 
 
 def _status_error(answer: Answer) -> ProviderError:

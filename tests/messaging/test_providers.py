@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -197,6 +198,17 @@ async def test_twilio_posts_the_form_with_basic_auth_and_status_callback(
     assert accepted == Accepted(request.sid or "", "sent")
     assert accepted.provider_id.startswith("SM")
     assert len(accepted.provider_id) == 34
+
+
+_FORM_TEXT = st.one_of(st.text(st.characters(max_codepoint=127)), st.text())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(_FORM_TEXT, st.one_of(_FORM_TEXT, st.lists(_FORM_TEXT, max_size=3)), max_size=5)
+)
+def test_twilio_form_is_what_urlencode_makes(fields: dict[str, str | list[str]]) -> None:
+    assert twilio_module._form(fields) == urlencode(fields, doseq=True)
 
 
 OTHER_SERVICE = "MG" + "1b" * 16
