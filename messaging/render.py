@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
-from functools import lru_cache, wraps
+from functools import cache, lru_cache, wraps
 from itertools import chain
 from pathlib import Path
 from types import BuiltinMethodType, FunctionType, MappingProxyType, MethodType
@@ -326,6 +326,20 @@ _LADDER = (
     Room(brief=True, titles=False, refs=False, tight=True),
     Room(brief=True, titles=False, refs=False, tight=True, numeric=True),
 )
+
+
+@cache
+def _steps(*, choice: bool, refs: bool) -> tuple[Room, ...]:
+    """Return the ladder an SMS climbs: with a choice or not, with short refs to leave out or not.
+
+    Only a choice names "an item" and only a short ref can be left out: a step that gives up what
+    the SMS does not have is the step it equals, taken once.
+    """
+    rooms = (
+        replace(step, titles=step.titles or not choice, refs=step.refs or not refs)
+        for step in _LADDER
+    )
+    return tuple(dict.fromkeys(rooms))
 
 
 class Clip:
@@ -1009,11 +1023,6 @@ class MessageRenderer:
         meter = _Meter.start(f"{ctx.lead.trigger}.sms.text", timed=bool(overrides))
         lead: Story = values["lead"]
         fmt: MessageFormatter = values["fmt"]
-        formatters = {
-            (brief, numeric): SmsFormatter(fmt.locale, fmt.timezone, brief=brief, numeric=numeric)
-            for brief in (False, True)
-            for numeric in (False, True)
-        }
         bare = lead
         if lead.choice and lead.replies != _replies(lead.choice, several_orders=False):
             bare = replace(lead, replies=_replies(lead.choice, several_orders=False))
@@ -1032,7 +1041,9 @@ class MessageRenderer:
                     **values,
                     "room": room,
                     "clip": clip,
-                    "fmt": formatters[room.brief, room.numeric],
+                    "fmt": SmsFormatter(
+                        fmt.locale, fmt.timezone, brief=room.brief, numeric=room.numeric
+                    ),
                     "lead": story,
                     "stories": (story, *values["stories"][1:]),
                 },
@@ -1047,16 +1058,7 @@ class MessageRenderer:
             """Return the first rendering in `target` segments (if any), and the first shortest."""
             shortest: RenderedSms | None = None
             seen: set[str] = set()
-            rooms: set[Room] = set()
-            for step in _LADDER:
-                # Only a choice names "an item" and only a short ref can be left out: a step that
-                # gives up what this SMS does not have is the step it equals, tried once.
-                room = replace(
-                    step, titles=step.titles or not lead.choice, refs=step.refs or bare is lead
-                )
-                if room in rooms:
-                    continue
-                rooms.add(room)
+            for room in _steps(choice=bool(lead.choice), refs=bare is not lead):
                 sms, titles = attempt(room, None)
                 if sms.body in seen:
                     continue  # the template gives nothing up at this step (a brand's own, say)
@@ -1168,6 +1170,9 @@ class MessageRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
+            # The few templates of its loader, once loaded, are kept in a dict: Jinja's LRU cache
+            # takes a lock and reorders at each of the dozen loads a message makes.
+            cache_size=-1,
             bytecode_cache=self._compiled,
         )
         env.policies["ext.i18n.trimmed"] = True
