@@ -958,7 +958,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     @staticmethod
     def escape_output(value: Any) -> Markup:
         """Escape a value for HTML output; Markup (the look, our messages) is passed on as it is,
-        where markupsafe's `escape` would copy it (twice: in `escape`, then in `Markup`)."""
+        where markupsafe's `escape` would copy it, in Python."""
         return value if type(value) is Markup else escape(value)
 
     @staticmethod
