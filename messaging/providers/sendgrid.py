@@ -126,10 +126,16 @@ def build_payload(email: Email) -> dict[str, Any]:
         mail.header = [Header(key, value) for key, value in email.headers.items()]
         if email.reply_to:
             mail.reply_to = _address(ReplyTo, email.reply_to)
+        payload: dict[str, Any] = mail.get()
     except SendGridException as exc:
         # The library refuses content that contains a SendGrid API key, among others.
         raise ProviderError(type(exc).__name__, code="sendgrid:invalid", permanent=True) from exc
-    payload: dict[str, Any] = mail.get()
+    except (KeyError, ValueError, TypeError) as exc:
+        # An address the helper cannot read ("no-at" raises KeyError): nothing has left, and
+        # trying again would not help.
+        raise ProviderError(
+            "an address could not be read", code="sendgrid:invalid", permanent=True
+        ) from exc
     return payload
 
 

@@ -982,3 +982,13 @@ async def test_dev_inbox_cannot_look_up() -> None:
 
     for lookup in (inbox.find_email(attempt()), inbox.find_sms(attempt())):
         assert kind(await failure(lookup)) == ("dev:no-lookup", True, False, None)
+
+
+async def test_sendgrid_unreadable_address_is_permanent_and_nothing_leaves(
+    fake_sendgrid: FakeSendGrid, sendgrid_provider: SendGridProvider
+) -> None:
+    error = await failure(sendgrid_provider.send_email(email(57, to="no-at-sign")))
+
+    assert kind(error) == ("sendgrid:invalid", True, False, None)
+    assert error.detail == "an address could not be read"
+    assert fake_sendgrid.count(57) == 0
