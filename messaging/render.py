@@ -264,10 +264,14 @@ class SmsFormatter(MessageFormatter):
     Brief dates leave out what the reader supplies: the years of a range (it is weeks ahead, not
     a year) and the time of a deadline at the very end of the shopper's day ("by Dec 9").
     Numeric dates write the day and month in digits, in the locale's order ("12/9", "9/12").
+    With `whole_days`, a deadline that falls inside the shopper's day is written as the last whole
+    day before it ("by 9/12" for 10/12, 7:59 AM): earlier than the deadline, never later, so a
+    shopper who replies by then is in time.
     """
 
     brief: bool = False
     numeric: bool = False
+    whole_days: bool = False
 
     def date(self, value: dt.date) -> str:
         return _spell(self.locale, super().date(value))
@@ -289,8 +293,11 @@ class SmsFormatter(MessageFormatter):
 
     def short_moment(self, value: dt.datetime) -> str:
         local = value.astimezone(self.timezone)
-        if self.brief and local.time() >= _END_OF_DAY:
-            return self.short_date(local.date())
+        if local.time() >= _END_OF_DAY:
+            if self.brief or self.whole_days:
+                return self.short_date(local.date())
+        elif self.whole_days:
+            return self.short_date(local.date() - dt.timedelta(days=1))
         return _spell(self.locale, super().short_moment(value))
 
 
@@ -304,6 +311,10 @@ class Room:
     several orders open gets a question back: which order?). `tight` picks the tightest wording:
     a choice's news in a few words and its options as a menu, one a line, and the opt-out line
     as a label ("Opt out: STOP"). `numeric` writes dates in digits ("9/12" for December 9).
+    Without `hours`, a deadline that falls inside the shopper's day (the brand's day ends at
+    another hour in another timezone) is written as the last whole day before it, without its
+    time: "by 9/12" for a deadline at 7:59 on December 10. The shopper loses those hours, never
+    gains any.
     """
 
     brief: bool = False
@@ -311,12 +322,16 @@ class Room:
     refs: bool = True
     tight: bool = False
     numeric: bool = False
+    hours: bool = True
 
 
 FULL = Room()
 # Least loss first. A short ref outweighs a title (without it a reply costs another exchange),
 # but once the refs are gone the titles may fit again. The tight wording and then numeric dates
-# come last: a month's name cannot be misread, "9/12" can by a reader used to month first.
+# come last: a month's name cannot be misread, "9/12" can by a reader used to month first. Last
+# of all, a deadline's hours: only a shopper outside the brand's timezone has any (the brand's
+# 23:59 is their 7:59, whose time costs the units a first SMS's opt-out line needs), and giving
+# them up gives up time to answer.
 _LADDER = (
     FULL,
     Room(brief=True),
@@ -325,18 +340,26 @@ _LADDER = (
     Room(brief=True, titles=False, refs=False),
     Room(brief=True, titles=False, refs=False, tight=True),
     Room(brief=True, titles=False, refs=False, tight=True, numeric=True),
+    Room(brief=True, titles=False, refs=False, tight=True, numeric=True, hours=False),
 )
 
 
 @cache
-def _steps(*, choice: bool, refs: bool) -> tuple[Room, ...]:
-    """Return the ladder an SMS climbs: with a choice or not, with short refs to leave out or not.
+def _steps(*, choice: bool, refs: bool, hours: bool) -> tuple[Room, ...]:
+    """Return the ladder an SMS climbs: with a choice or not, with short refs to leave out or not,
+    with a deadline's hours to give up or not.
 
-    Only a choice names "an item" and only a short ref can be left out: a step that gives up what
-    the SMS does not have is the step it equals, taken once.
+    Only a choice names "an item", only a short ref can be left out, and only a deadline inside
+    the shopper's day, whose day before is still ahead, has hours to give up: a step that gives
+    up what the SMS does not have is the step it equals, taken once.
     """
     rooms = (
-        replace(step, titles=step.titles or not choice, refs=step.refs or not refs)
+        replace(
+            step,
+            titles=step.titles or not choice,
+            refs=step.refs or not refs,
+            hours=step.hours or not hours,
+        )
         for step in _LADDER
     )
     return tuple(dict.fromkeys(rooms))
@@ -1014,9 +1037,10 @@ class MessageRenderer:
 
         The ladder, least loss first: the full wording, the brief wording, a choice without its
         titles, replies without the short ref (with titles, then without), the tight wording,
-        then numeric dates; at each step titles are clipped as little as needed, never below
-        MIN_TITLE_ROOM. The first rendering in two segments wins; when none fits, the first that
-        reaches the fewest segments any step can.
+        numeric dates, then a deadline inside the shopper's day written as the whole day before
+        it; at each step titles are clipped as little as needed, never below MIN_TITLE_ROOM. The
+        first rendering in two segments wins; when none fits, the first that reaches the fewest
+        segments any step can.
         """
         env, values = self._prepare(ctx, overrides)
         # One budget for every rendering the ladder tries: they all hold up the same worker.
@@ -1026,6 +1050,13 @@ class MessageRenderer:
         bare = lead
         if lead.choice and lead.replies != _replies(lead.choice, several_orders=False):
             bare = replace(lead, replies=_replies(lead.choice, several_orders=False))
+        choice = lead.choice
+        steps = _steps(
+            choice=choice is not None,
+            refs=bare is not lead,
+            hours=choice is not None
+            and _day_before_is_left(lead.deadline or choice.deadline, fmt.timezone, ctx.now),
+        )
 
         tried: dict[tuple[Room, int | None], tuple[RenderedSms, list[int]]] = {}
 
@@ -1042,7 +1073,11 @@ class MessageRenderer:
                     "room": room,
                     "clip": clip,
                     "fmt": SmsFormatter(
-                        fmt.locale, fmt.timezone, brief=room.brief, numeric=room.numeric
+                        fmt.locale,
+                        fmt.timezone,
+                        brief=room.brief,
+                        numeric=room.numeric,
+                        whole_days=not room.hours,
                     ),
                     "lead": story,
                     "stories": (story, *values["stories"][1:]),
@@ -1058,7 +1093,7 @@ class MessageRenderer:
             """Return the first rendering in `target` segments (if any), and the first shortest."""
             shortest: RenderedSms | None = None
             seen: set[str] = set()
-            for room in _steps(choice=bool(lead.choice), refs=bare is not lead):
+            for room in steps:
                 sms, titles = attempt(room, None)
                 if sms.body in seen:
                     continue  # the template gives nothing up at this step (a brand's own, say)
@@ -1226,6 +1261,20 @@ def _spell(locale: str, text: str) -> str:
     for word, spelling in _SMS_SPELLINGS.get(locale, ()):
         text = text.replace(word, spelling)
     return text
+
+
+def _day_before_is_left(
+    deadline: dt.datetime, timezone: zoneinfo.ZoneInfo, now: dt.datetime | None
+) -> bool:
+    """Tell whether a deadline falls inside the shopper's day, the day before it not yet over.
+
+    Only then can the SMS name that day instead of the deadline's time: a day already gone would
+    tell the shopper they are too late.
+    """
+    local = deadline.astimezone(timezone)
+    if local.time() >= _END_OF_DAY:
+        return False  # the shopper's day ends with it: the date alone says it
+    return now is None or now.astimezone(timezone).date() < local.date()
 
 
 def _periods(text: str) -> str:

@@ -17,6 +17,19 @@ three replies, whose brief Arabic takes 57. Its tight wording is a headline, the
 options as a menu, one a line, and the opt-out line as a label: "تأخر منتج." / "رد حتى 9/12:" /
 "1 انتظار" / "2 بديل" / "3 استرداد" / link / "للإيقاف: STOP", 132 units, 133 with a two-digit
 day and month ("19/12").
+
+Every case is also checked with the shopper away from the brand (New York), in ZONES: either side
+of UTC, half- and quarter-hour offsets, and offsets that change between the message and the
+deadline (a deadline on the night New York's clocks go back). A choice sent before its deadline
+is the rule: the August and DST cases are sent weeks ahead. The deadline is the last minute of
+the brand's day, which falls inside the shopper's day elsewhere ("10 ديسمبر، 7:59 ص" in Riyadh):
+its time costs the units a first choice SMS needs, and a later one that carries another update
+("وتحديث آخر."). The ladder's last step then names the last whole day before the deadline in the
+shopper's timezone, without its time: "رد حتى 9/12:" for 7:59 on December 10, "8/12" for 20:59
+on December 9 in Los Angeles. The shopper loses those hours, never gains one: the day is read
+back and checked against the deadline. A day already over when the SMS goes is never named (the
+SMS keeps the time, in three segments if it must). Not covered: a first Arabic choice SMS that
+carries another update, which needs 144 units at its tightest, in any timezone.
 """
 
 from __future__ import annotations
@@ -29,9 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.i18n import LOCALES
-from messaging.context import MessageContext
+from messaging.context import TRIGGERS, MessageContext
 from messaging.render import MessageRenderer, RenderedSms, SmsFormatter
 from messaging.replies import read_reply
 from messaging.segments import count_segments, is_gsm7, normalize_sms
@@ -112,6 +127,32 @@ def in_august(ctx: MessageContext) -> MessageContext:
 AUGUST_DEADLINE = dt.datetime(2026, 8, 10, 3, 59, tzinfo=dt.UTC).isoformat()
 # 23:59 on Dec 19 in New York: the longest numeric date ("19/12").
 LATE_DEADLINE = dt.datetime(2026, 12, 20, 4, 59, tzinfo=dt.UTC).isoformat()
+# 23:59 on Nov 1 in New York, the night its clocks go back: 04:59 UTC, not 03:59.
+DST_DEADLINE = dt.datetime(2026, 11, 2, 4, 59, tzinfo=dt.UTC).isoformat()
+# Shoppers away from the brand (New York): either side of UTC, half and quarter hours, a zone a
+# day ahead of Honolulu at the same instant, and zones whose clocks change between the DST case's
+# message (Oct 20) and its deadline (Nov 1 in New York).
+ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Paris",
+    "Asia/Riyadh",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "Pacific/Auckland",
+    "Pacific/Kiritimati",
+    "America/St_Johns",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+)
+
+
+def sent_at(now: dt.datetime) -> Callable[[MessageContext], MessageContext]:
+    """Send the message at `now` (a choice's SMS goes out before its deadline)."""
+    return lambda ctx: dataclasses.replace(ctx, now=now)
+
 
 # (case, lead trigger, news data, a change to the context)
 CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext], Any] | None]] = [
@@ -230,7 +271,13 @@ CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext]
         "window_at_risk-august",
         "window_at_risk",
         with_data("window_at_risk", deadline=AUGUST_DEADLINE),
-        None,
+        sent_at(dt.datetime(2026, 7, 27, 15, 0, tzinfo=dt.UTC)),
+    ),
+    (
+        "window_at_risk-dst",
+        "window_at_risk",
+        with_data("window_at_risk", deadline=DST_DEADLINE),
+        sent_at(dt.datetime(2026, 10, 20, 15, 0, tzinfo=dt.UTC)),
     ),
 ]
 CHOICES = ("window_at_risk", "window_expired")
@@ -249,6 +296,7 @@ def context(
     brand: str = BRAND,
     sms_url: str = SMS_URL,
     first_sms: bool = True,
+    timezone: str = TIMEZONE,
 ) -> MessageContext:
     _, trigger, data, change = next(c for c in CASES if c[0] == case)
     ctx = build_context(
@@ -261,6 +309,7 @@ def context(
         first_sms=first_sms,
         several_orders=True,
     )
+    ctx = dataclasses.replace(ctx, timezone=timezone)
     return change(ctx) if change else ctx
 
 
@@ -277,33 +326,73 @@ def first_contact_choice(case: str, locale: str, first_sms: bool) -> bool:
     return first_sms and locale == "ar" and trigger_of(case) in CHOICES
 
 
+def last_whole_day(deadline: dt.datetime, zone: str) -> dt.date:
+    """Return the last day a shopper in `zone` can answer all of: the deadline's own if it ends
+    that day, else the day before it."""
+    local = deadline.astimezone(zoneinfo.ZoneInfo(zone))
+    if local.time() >= dt.time(23, 59):
+        return local.date()
+    return local.date() - dt.timedelta(days=1)
+
+
+def in_time(day: dt.date, deadline: dt.datetime, zone: str) -> bool:
+    """Tell whether a shopper in `zone` who answers at any time on `day` is in time."""
+    tz = zoneinfo.ZoneInfo(zone)
+    local = deadline.astimezone(tz)
+    if day == local.date() and local.time() >= dt.time(23, 59):
+        return True  # a deadline in the day's last minute is that day's end, as "by Dec 9" says
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz) <= deadline
+
+
+def read_numeric_date(text: str, locale: str, near: dt.date) -> dt.date:
+    """Read a day and month in digits ("9/12", "12/9", "09/12", "9.12.") as the date up to a
+    year before `near`."""
+    first, second = (int(n) for n in re.findall(r"\d+", text))
+    month, day = (first, second) if locale == "en" else (second, first)
+    date = dt.date(near.year, month, day)
+    return date if date <= near else dt.date(near.year - 1, month, day)
+
+
 @pytest.mark.parametrize("first_sms", [True, False], ids=["first", "later"])
 @pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_sms_fits_in_two_segments(
     renderer: MessageRenderer, case: str, locale: str, first_sms: bool
 ):
-    sms = renderer.sms(context(case, locale, first_sms=first_sms))
-    lines = sms.body.splitlines()
-    assert lines[0].startswith(BRAND + ":")
-    if first_sms:
-        # The opt-out line is a label only in the tight wording, which nothing else needs.
-        tight = first_contact_choice(case, locale, first_sms)
-        opt_out = "Opt out: STOP" if tight else "Reply STOP to opt out."
-        assert lines[-2:] == [SMS_URL, sms_text(say(locale, opt_out))]
-        assert "STOP" in lines[-1]
-    else:
-        assert lines[-1] == SMS_URL
-    assert count_segments(sms.body).segments == sms.segments
-    assert sms.segments <= 2, shown(sms)
+    """In every shopper's timezone: the brand's 23:59 deadline is their 7:59, or their 20:59."""
+    for timezone in (TIMEZONE, *ZONES):
+        sms = renderer.sms(context(case, locale, first_sms=first_sms, timezone=timezone))
+        lines = sms.body.splitlines()
+        assert lines[0].startswith(BRAND + ":"), timezone
+        if first_sms:
+            # The opt-out line is a label only in the tight wording, which nothing else needs.
+            tight = first_contact_choice(case, locale, first_sms)
+            opt_out = "Opt out: STOP" if tight else "Reply STOP to opt out."
+            assert lines[-2:] == [SMS_URL, sms_text(say(locale, opt_out))], timezone
+            assert "STOP" in lines[-1]
+        else:
+            assert lines[-1] == SMS_URL, timezone
+        assert count_segments(sms.body).segments == sms.segments
+        assert sms.segments <= 2, f"{timezone}: {shown(sms)}"
 
 
-def test_a_first_arabic_choice_sms_in_its_tight_wording(renderer: MessageRenderer):
-    body = renderer.sms(context("window_at_risk", "ar")).body
+@pytest.mark.parametrize(
+    ("timezone", "date"),
+    [
+        (TIMEZONE, "9/12"),  # 23:59 on Dec 9: the end of the shopper's day
+        ("Asia/Riyadh", "9/12"),  # 7:59 on Dec 10: the whole day before it
+        ("Asia/Kolkata", "9/12"),  # 10:29 on Dec 10
+        ("America/Los_Angeles", "8/12"),  # 20:59 on Dec 9: Dec 8 is the last whole day
+    ],
+)
+def test_a_first_arabic_choice_sms_in_its_tight_wording(
+    renderer: MessageRenderer, timezone: str, date: str
+):
+    body = renderer.sms(context("window_at_risk", "ar", timezone=timezone)).body
     assert body.splitlines() == [
         f"{BRAND}:",
         "تأخر منتج.",
-        "رد حتى 9/12:",
+        f"رد حتى {date}:",
         "1 انتظار",
         "2 بديل",
         "3 استرداد",
@@ -313,24 +402,33 @@ def test_a_first_arabic_choice_sms_in_its_tight_wording(renderer: MessageRendere
 
 
 @pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in CHOICES])
-def test_a_first_arabic_choice_sms_keeps_every_fact(renderer: MessageRenderer, case: str):
+@pytest.mark.parametrize("timezone", [TIMEZONE, *ZONES])
+def test_a_first_arabic_choice_sms_keeps_every_fact(
+    renderer: MessageRenderer, case: str, timezone: str
+):
     """Brand, news, deadline, the numbered options, link and how to stop, in two segments."""
-    ctx = context(case, "ar")
+    ctx = context(case, "ar", timezone=timezone)
     sms = renderer.sms(ctx)
     assert sms.segments == 2, shown(sms)
     lines = sms.body.splitlines()
     assert lines[:2] == [BRAND + ":", say("ar", "An item is delayed.")]
     assert lines[-2:] == [SMS_URL, say("ar", "Opt out: STOP")]
-    # The deadline: the month's name where it fits, else day/month in digits.
+    # The deadline in the shopper's timezone, by its month's name where it fits, else day/month
+    # in digits; where its time does not fit, the last day they can answer all of: never later.
     choice = ctx.order.choices[0]
     deadline = dt.datetime.fromisoformat(ctx.news[0].data["deadline"])
-    dates = {
-        SmsFormatter("ar", zoneinfo.ZoneInfo(TIMEZONE), brief=True, numeric=numeric).short_moment(
-            deadline
-        )
+    zone = zoneinfo.ZoneInfo(timezone)
+    exact = {
+        SmsFormatter("ar", zone, brief=True, numeric=numeric).short_moment(deadline)
         for numeric in (False, True)
     }
-    assert lines[2] in {say("ar", "Reply by %(deadline)s:", deadline=date) for date in dates}
+    day = last_whole_day(deadline, timezone)
+    whole_day = f"{day.day}/{day.month}"
+    dates = {say("ar", "Reply by %(deadline)s:", deadline=date) for date in {*exact, whole_day}}
+    assert lines[2] in dates
+    if lines[2] == say("ar", "Reply by %(deadline)s:", deadline=whole_day):
+        local = deadline.astimezone(zone).date()
+        assert in_time(read_numeric_date(lines[2], "ar", near=local), deadline, timezone)
     # Each option a line; its number and its word both read as what the option says.
     labels = {"keep": "انتظار", "switch": "بديل", "refund": "استرداد"}
     switch = [f"2 {labels['switch']}"] if choice.alternatives else []
@@ -456,3 +554,47 @@ def test_a_title_too_long_for_the_sms_is_clipped(renderer: MessageRenderer):
     assert clipped is not None
     assert title.startswith(clipped[1])
     assert title in renderer.email(ctx).text  # the email keeps titles whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    deadline=st.datetimes(
+        min_value=dt.datetime(2026, 1, 1),
+        max_value=dt.datetime(2028, 12, 31),
+        timezones=st.just(dt.UTC),
+    ),
+    zone=st.sampled_from((TIMEZONE, *ZONES)),
+    locale=st.sampled_from(LOCALES),
+)
+def test_a_deadline_written_as_a_whole_day_is_never_later(
+    deadline: dt.datetime, zone: str, locale: str
+):
+    """Read back, the day an SMS names is one the shopper can answer all of, and the last."""
+    fmt = SmsFormatter(locale, zoneinfo.ZoneInfo(zone), brief=True, numeric=True, whole_days=True)
+    local = deadline.astimezone(zoneinfo.ZoneInfo(zone)).date()
+    day = read_numeric_date(fmt.short_moment(deadline), locale, near=local)
+    assert in_time(day, deadline, zone)
+    assert day == last_whole_day(deadline, zone)
+
+
+def test_a_day_already_over_is_not_named(renderer: MessageRenderer):
+    """Sent on the deadline's own day in the shopper's timezone, the SMS keeps the deadline's
+    time, in three segments if it must: the day before would tell them they are too late."""
+    ctx = context("window_at_risk", "ar", timezone="Asia/Riyadh")  # the deadline: Dec 10, 7:59
+    day_before = dataclasses.replace(ctx, now=dt.datetime(2026, 12, 9, 6, 0, tzinfo=dt.UTC))
+    assert "رد حتى 9/12:" in renderer.sms(day_before).body.splitlines()
+    on_the_day = dataclasses.replace(ctx, now=dt.datetime(2026, 12, 9, 22, 0, tzinfo=dt.UTC))
+    sms = renderer.sms(on_the_day)
+    assert "9/12" not in sms.body
+    assert "10 ديسمبر، 7:59" in sms.body
+
+
+@pytest.mark.parametrize("more", [t for t in TRIGGERS if t not in CHOICES])
+@pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in CHOICES])
+def test_a_later_arabic_choice_sms_with_another_update_fits(
+    renderer: MessageRenderer, case: str, more: str
+):
+    for timezone in (TIMEZONE, *ZONES):
+        sms = renderer.sms(context(case, "ar", more, first_sms=False, timezone=timezone))
+        assert sms.body.splitlines()[-2:] == [say("ar", "And one more update."), SMS_URL]
+        assert sms.segments <= 2, f"{timezone}: {shown(sms)}"
