@@ -23,6 +23,8 @@ GSM_BASIC: frozenset[str] = frozenset(
 GSM_EXTENSION: frozenset[str] = frozenset("\f^{}\\[~]|€")
 """Characters reached through the escape code: each costs two septets."""
 
+_GSM = GSM_BASIC | GSM_EXTENSION
+
 GSM_SINGLE = 160
 GSM_MULTIPART = 153
 UCS2_SINGLE = 70
@@ -90,25 +92,35 @@ def normalize_sms(text: str) -> str:
 
 def is_gsm7(text: str) -> bool:
     """Tell whether the text can travel in the GSM-7 alphabet."""
-    return all(char in GSM_BASIC or char in GSM_EXTENSION for char in text)
+    return _GSM.issuperset(text)
 
 
 def count_segments(text: str) -> SegmentCount:
     """Count the units and segments the text takes as an SMS."""
-    if is_gsm7(text):
-        costs = [2 if char in GSM_EXTENSION else 1 for char in text]
-        return _count("GSM-7", costs, GSM_SINGLE, GSM_MULTIPART)
-    costs = [2 if ord(char) > 0xFFFF else 1 for char in text]
-    return _count("UCS-2", costs, UCS2_SINGLE, UCS2_MULTIPART)
+    # Each step runs in C; only a long text with a character of two units walks it in Python.
+    if _GSM.issuperset(text):
+        escapes = 0 if GSM_EXTENSION.isdisjoint(text) else sum(map(text.count, GSM_EXTENSION))
+        return _count("GSM-7", text, len(text) + escapes, GSM_SINGLE, GSM_MULTIPART)
+    # Lone surrogates (never valid text, but a str may hold them) take one unit, as they did.
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return _count("UCS-2", text, units, UCS2_SINGLE, UCS2_MULTIPART)
 
 
 def _count(
-    encoding: Literal["GSM-7", "UCS-2"], costs: list[int], single: int, multipart: int
+    encoding: Literal["GSM-7", "UCS-2"], text: str, units: int, single: int, multipart: int
 ) -> SegmentCount:
     """Fill parts greedily so that no escape pair or surrogate pair is cut in two."""
-    units = sum(costs)
     if units <= single:
         return SegmentCount(encoding=encoding, units=units, segments=1, per_segment=single)
+    if units == len(text):  # a unit a character: every cut falls between two characters
+        segments = -(-units // multipart)
+        return SegmentCount(
+            encoding=encoding, units=units, segments=segments, per_segment=multipart
+        )
+    if encoding == "GSM-7":
+        costs = [2 if char in GSM_EXTENSION else 1 for char in text]
+    else:
+        costs = [2 if ord(char) > 0xFFFF else 1 for char in text]
     segments, used = 1, 0
     for cost in costs:
         if used + cost > multipart:

@@ -161,3 +161,45 @@ def test_units_match_the_encoding(text: str) -> None:
     else:
         assert count.units == len(text) + sum(char in GSM_EXTENSION for char in text)
     assert count.segments * count.per_segment >= count.units
+
+
+def reference_count(text: str) -> SegmentCount:
+    """Count one character at a time, as GSM 03.38 and UCS-2 say: the straightforward way."""
+    if all(char in GSM_BASIC or char in GSM_EXTENSION for char in text):
+        encoding, single, multipart = "GSM-7", 160, 153
+        costs = [2 if char in GSM_EXTENSION else 1 for char in text]
+    else:
+        encoding, single, multipart = "UCS-2", 70, 67
+        costs = [len(char.encode("utf-16-le", "surrogatepass")) // 2 for char in text]
+    units = sum(costs)
+    if units <= single:
+        return SegmentCount(encoding, units, 1, single)
+    parts = [0]
+    for cost in costs:
+        if parts[-1] + cost > multipart:  # an escape or surrogate pair is never cut
+            parts.append(0)
+        parts[-1] += cost
+    return SegmentCount(encoding, units, len(parts), multipart)
+
+
+extension_chars = st.sampled_from(sorted(GSM_EXTENSION))
+ucs2_chars = st.sampled_from(["ê", "ç", "\u00a0", "\u2019", *ARABIC])
+astral_chars = st.sampled_from([EMOJI, "\U0001f469", "\U00020000"])
+lone_surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+
+
+@settings(max_examples=400)
+@given(
+    text=st.one_of(
+        st.text(alphabet=basic_chars, max_size=500),
+        st.text(alphabet=st.one_of(basic_chars, extension_chars), max_size=500),
+        st.text(alphabet=st.one_of(basic_chars, ucs2_chars), max_size=300),
+        st.text(alphabet=st.one_of(ucs2_chars, astral_chars, extension_chars), max_size=300),
+        st.text(alphabet=st.one_of(ucs2_chars, lone_surrogates), max_size=200),
+        any_text,
+    )
+)
+def test_count_segments_agrees_with_a_plain_count(text: str) -> None:
+    """Every path (all in C, and the walk when a character takes two units) counts alike."""
+    assert count_segments(text) == reference_count(text)
+    assert is_gsm7(text) == (reference_count(text).encoding == "GSM-7")
