@@ -6,13 +6,15 @@ import datetime as dt
 import inspect
 import re
 import zoneinfo
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 import pytest
-from jinja2.exceptions import SecurityError
+from jinja2 import StrictUndefined, Undefined
+from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from app.i18n import LOCALES, Formatter, translations
 from messaging.context import (
@@ -29,11 +31,16 @@ from messaging.context import (
 from messaging.render import (
     _DATA_ATTRIBUTES,
     _QUICK_METHODS,
+    FULL,
     Clip,
+    EtaMove,
+    MessageFormatter,
     MessageRenderer,
     RenderedEmail,
     RenderedSms,
+    Room,
     SmsFormatter,
+    Story,
     TemplateProblem,
 )
 from messaging.segments import count_segments, normalize_sms
@@ -605,6 +612,125 @@ def test_the_sandbox_shortcut_only_skips_checks_it_would_pass():
     for cls, name in _DATA_ATTRIBUTES:
         obj = object.__new__(cls)
         assert sandbox.is_safe_attribute(obj, name, getattr(cls, name, None)), (cls, name)
+
+
+# Names a template might try on anything: a mapping's methods (which win over its keys), the
+# mutating ones an immutable sandbox refuses, str formatting, and the ways out to Python.
+TRIED_NAMES = frozenset(
+    {
+        *("items", "keys", "values", "get", "copy", "update", "pop", "popitem", "setdefault"),
+        *("clear", "append", "sort", "format", "format_map", "mro", "nothing_here"),
+        *("__class__", "__globals__", "__subclasses__", "__code__", "__func__", "__self__"),
+        *("__dict__", "__init__", "__mro__", "__bases__", "__builtins__", "__closure__"),
+    }
+)
+KEYED = {"items": "an items key", "get": "a get key", "format": "a format key", "accent": "#0b6e4f"}
+
+
+def sandbox_read(env: ImmutableSandboxedEnvironment, obj: Any, name: str) -> tuple[Any, ...]:
+    """Return what a template gets for `obj.name`: a value, a sandboxed str format (told apart
+    by the method it wraps), or an undefined that fails as unsafe or as missing when used."""
+    value = env.getattr(obj, name)
+    if isinstance(value, Undefined):
+        try:
+            str(value)
+        except SecurityError as exc:
+            return ("refused", str(exc))
+        except UndefinedError as exc:
+            return ("missing", str(exc))
+        raise AssertionError(f"{name}: an undefined that does not fail")
+    wrapped = getattr(value, "__wrapped__", None)
+    if getattr(wrapped, "__name__", None) in ("format", "format_map"):
+        return ("sandboxed format", wrapped)
+    return ("value", type(value), value)
+
+
+def reachable(values: Any) -> list[Any]:
+    """Return everything a template can reach by attributes and items from the given values."""
+    found: dict[int, Any] = {}
+    todo = list(values)
+    while todo:
+        obj = todo.pop()
+        if obj is None or isinstance(obj, bool | int | float) or id(obj) in found:
+            continue
+        found[id(obj)] = obj
+        if is_dataclass(obj) and not isinstance(obj, type):
+            todo += [getattr(obj, f.name) for f in fields(obj)]
+        elif isinstance(obj, dict | MappingProxyType):
+            todo += obj.values()
+        elif isinstance(obj, tuple | list):
+            todo += obj
+    return list(found.values())
+
+
+def test_the_sandbox_reads_attributes_as_jinjas_does(renderer: MessageRenderer):
+    """Our getattr answers our data and mappings from shortcuts: Jinja's own sandbox agrees on
+    every name of everything a message's templates can reach, safe, missing or unsafe."""
+    ctx = build_context(
+        "window_at_risk",
+        "eta_changed",
+        "partial_shipment",
+        "shipment_delayed",
+        "choice_confirmed",
+        first_sms=True,
+        several_orders=True,
+    )
+    env, values = renderer._prepare(ctx, {})
+    plain = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    sms_fmt = SmsFormatter("ar", zoneinfo.ZoneInfo(TIMEZONE), brief=True, numeric=True)
+    objects = [
+        obj
+        for obj in reachable([*values.values(), sms_fmt, FULL, KEYED, MappingProxyType(KEYED)])
+        if not isinstance(obj, zoneinfo.ZoneInfo)  # ours refuses more of it: see below
+    ]
+    # A formatter's methods, which templates call, and what only refused names would reach.
+    objects += [MessageContext, str, dict, MessageFormatter.date, values["fmt"].short_date]
+    objects += [Markup("<b>%s</b>"), Clip()]
+    kinds = {type(obj) for obj in objects}
+    assert {MessageContext, LineInfo, ChoiceInfo, ParcelInfo, NewsItem, BrandInfo} <= kinds
+    assert {Story, EtaMove, Room, Clip, SmsFormatter, MessageFormatter} <= kinds
+    assert {dict, MappingProxyType, tuple, str, Markup, dt.date, dt.datetime} <= kinds
+    checked = 0
+    for obj in objects:
+        names = set(dir(obj)) | TRIED_NAMES
+        if isinstance(obj, dict | MappingProxyType):
+            names |= {key for key in obj if isinstance(key, str)}
+        for name in sorted(names):
+            assert sandbox_read(env, obj, name) == sandbox_read(plain, obj, name), (obj, name)
+            checked += 1
+    assert checked > 5_000
+
+    # What that agreement covers, said outright.
+    def read(obj: Any, name: str) -> tuple[Any, ...]:
+        return sandbox_read(env, obj, name)
+
+    for obj, name in [
+        (ctx, "__class__"),
+        (ctx.order.lines[0], "__init__"),
+        (MessageFormatter.date, "__globals__"),
+        (values["fmt"].short_date, "__func__"),
+        (MessageContext, "mro"),
+        (str, "mro"),
+        (KEYED, "update"),
+        (KEYED, "__class__"),
+    ]:
+        assert read(obj, name)[0] == "refused", (obj, name)
+    assert read(KEYED, "items") == ("value", type(KEYED.items), KEYED.items)  # the method wins
+    assert read(KEYED, "accent") == ("value", str, "#0b6e4f")  # then the key
+    proxy = MappingProxyType(KEYED)
+    assert read(proxy, "get") == ("value", type(proxy.get), proxy.get)
+    assert read(proxy, "format") == ("value", str, "a format key")
+    assert read(KEYED, "nothing_here")[0] == "missing"
+    assert read(ctx.order, "number") == ("value", str, "NW-100234")
+    # A str's format is not refused but wrapped, by both, in a formatter that checks each field.
+    assert read("{0.__class__}", "format")[0] == "sandboxed format"
+    with pytest.raises(SecurityError):
+        env.getattr("{0.__class__}", "format")(ctx)
+    # The one place ours is stricter: a timezone's methods touch caches every brand shares.
+    zone = values["fmt"].timezone
+    assert read(zone, "key") == ("value", str, TIMEZONE)
+    assert read(zone, "clear_cache")[0] == "refused"
+    assert sandbox_read(plain, zone, "clear_cache")[0] == "value"
 
 
 def test_the_callable_shortcut_only_skips_checks_it_would_pass(renderer: MessageRenderer):
