@@ -314,7 +314,8 @@ class Room:
     Without `hours`, a deadline that falls inside the shopper's day (the brand's day ends at
     another hour in another timezone) is written as the last whole day before it, without its
     time: "by 9/12" for a deadline at 7:59 on December 10. The shopper loses those hours, never
-    gains any.
+    gains any. Without `more`, an SMS that carries other updates does not say so ("And one more
+    update."): the link shows them all, and the news it does tell holds whatever they say.
     """
 
     brief: bool = False
@@ -323,6 +324,7 @@ class Room:
     tight: bool = False
     numeric: bool = False
     hours: bool = True
+    more: bool = True
 
 
 FULL = Room()
@@ -332,7 +334,7 @@ FULL = Room()
 # of all, a deadline's hours: only a shopper outside the brand's timezone has any (the brand's
 # 23:59 is their 7:59, whose time costs the units a first SMS's opt-out line needs), and giving
 # them up gives up time to answer.
-_LADDER = (
+_WITH_MORE = (
     FULL,
     Room(brief=True),
     Room(brief=True, titles=False),
@@ -342,16 +344,21 @@ _LADDER = (
     Room(brief=True, titles=False, refs=False, tight=True, numeric=True),
     Room(brief=True, titles=False, refs=False, tight=True, numeric=True, hours=False),
 )
+# When none of those fits (a first Arabic SMS that carries another update: its opt-out line takes
+# the units the mention needs), the mention of the other updates goes, and the ladder is climbed
+# again from the top without it: what had to go to make room for it may fit again.
+_LADDER = (*_WITH_MORE, *(replace(step, more=False) for step in _WITH_MORE))
 
 
 @cache
-def _steps(*, choice: bool, refs: bool, hours: bool) -> tuple[Room, ...]:
+def _steps(*, choice: bool, refs: bool, hours: bool, more: bool) -> tuple[Room, ...]:
     """Return the ladder an SMS climbs: with a choice or not, with short refs to leave out or not,
-    with a deadline's hours to give up or not.
+    with a deadline's hours to give up or not, with other updates to mention or not.
 
-    Only a choice names "an item", only a short ref can be left out, and only a deadline inside
-    the shopper's day, whose day before is still ahead, has hours to give up: a step that gives
-    up what the SMS does not have is the step it equals, taken once.
+    Only a choice names "an item", only a short ref can be left out, only a deadline inside the
+    shopper's day, whose day before is still ahead, has hours to give up, and only an SMS with
+    other updates mentions them: a step that gives up what the SMS does not have is the step it
+    equals, taken once.
     """
     rooms = (
         replace(
@@ -359,6 +366,7 @@ def _steps(*, choice: bool, refs: bool, hours: bool) -> tuple[Room, ...]:
             titles=step.titles or not choice,
             refs=step.refs or not refs,
             hours=step.hours or not hours,
+            more=step.more or not more,
         )
         for step in _LADDER
     )
@@ -1037,10 +1045,10 @@ class MessageRenderer:
 
         The ladder, least loss first: the full wording, the brief wording, a choice without its
         titles, replies without the short ref (with titles, then without), the tight wording,
-        numeric dates, then a deadline inside the shopper's day written as the whole day before
-        it; at each step titles are clipped as little as needed, never below MIN_TITLE_ROOM. The
-        first rendering in two segments wins; when none fits, the first that reaches the fewest
-        segments any step can.
+        numeric dates, a deadline inside the shopper's day written as the whole day before it,
+        then all of those again without mentioning the other updates; at each step titles are
+        clipped as little as needed, never below MIN_TITLE_ROOM. The first rendering in two
+        segments wins; when none fits, the first that reaches the fewest segments any step can.
         """
         env, values = self._prepare(ctx, overrides)
         # One budget for every rendering the ladder tries: they all hold up the same worker.
@@ -1056,6 +1064,7 @@ class MessageRenderer:
             refs=bare is not lead,
             hours=choice is not None
             and _day_before_is_left(lead.deadline or choice.deadline, fmt.timezone, ctx.now),
+            more=values["more"] > 0,
         )
 
         tried: dict[tuple[Room, int | None], tuple[RenderedSms, list[int]]] = {}

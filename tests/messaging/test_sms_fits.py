@@ -28,8 +28,17 @@ its time costs the units a first choice SMS needs, and a later one that carries 
 shopper's timezone, without its time: "رد حتى 9/12:" for 7:59 on December 10, "8/12" for 20:59
 on December 9 in Los Angeles. The shopper loses those hours, never gains one: the day is read
 back and checked against the deadline. A day already over when the SMS goes is never named (the
-SMS keeps the time, in three segments if it must). Not covered: a first Arabic choice SMS that
-carries another update, which needs 144 units at its tightest, in any timezone.
+SMS keeps the time, in three segments if it must).
+
+Every pair of news is checked too, in every locale, as a first SMS and a later one, in every
+timezone: each case as the lead with each trigger that follows it in TRIGGERS, the order a message
+lists its news in (`compose` sorts them so, and folds ETA changes into one item: a pair is two
+different triggers). The other update costs a line ("وتحديث آخر.", 12 units in Arabic). A first
+Arabic SMS has no room for it: a choice needs 144 units at its tightest, other news up to 154 in
+its brief wording. There, and only there, the ladder climbs again without the mention: the SMS
+tells the lead news as it would alone (a choice in its tight wording, "تأخر منتج." / "رد حتى
+9/12:" / "1 انتظار" / "2 بديل" / "3 استرداد" / link / "للإيقاف: STOP"; other news in its brief
+wording with the whole opt-out line), and the link shows the rest.
 """
 
 from __future__ import annotations
@@ -401,13 +410,15 @@ def test_a_first_arabic_choice_sms_in_its_tight_wording(
     ]
 
 
+@pytest.mark.parametrize("more", [(), ("eta_changed",)], ids=["alone", "with-another-update"])
 @pytest.mark.parametrize("case", [c[0] for c in CASES if c[1] in CHOICES])
 @pytest.mark.parametrize("timezone", [TIMEZONE, *ZONES])
 def test_a_first_arabic_choice_sms_keeps_every_fact(
-    renderer: MessageRenderer, case: str, timezone: str
+    renderer: MessageRenderer, case: str, timezone: str, more: tuple[str, ...]
 ):
-    """Brand, news, deadline, the numbered options, link and how to stop, in two segments."""
-    ctx = context(case, "ar", timezone=timezone)
+    """Brand, news, deadline, the numbered options, link and how to stop, in two segments; the
+    other update, if any, is left to the link."""
+    ctx = context(case, "ar", *more, timezone=timezone)
     sms = renderer.sms(ctx)
     assert sms.segments == 2, shown(sms)
     lines = sms.body.splitlines()
@@ -598,3 +609,53 @@ def test_a_later_arabic_choice_sms_with_another_update_fits(
         sms = renderer.sms(context(case, "ar", more, first_sms=False, timezone=timezone))
         assert sms.body.splitlines()[-2:] == [say("ar", "And one more update."), SMS_URL]
         assert sms.segments <= 2, f"{timezone}: {shown(sms)}"
+
+
+# (lead case, the other update): each case with every trigger that follows its own in TRIGGERS.
+PAIRS = [
+    (case, other)
+    for case, trigger, *_ in CASES
+    for other in TRIGGERS[TRIGGERS.index(trigger) + 1 :]
+]
+OPT_OUTS = ("Reply STOP to opt out.", "Opt out: STOP")
+
+
+@pytest.mark.parametrize("first_sms", [True, False], ids=["first", "later"])
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize(("case", "other"), PAIRS, ids=["+".join(pair) for pair in PAIRS])
+def test_sms_with_another_update_fits_in_two_segments(
+    renderer: MessageRenderer, case: str, other: str, locale: str, first_sms: bool
+):
+    """It says so ("And one more update."), except a first Arabic SMS: it has no room left."""
+    mention = say(locale, "And one more update.")
+    for timezone in (TIMEZONE, *ZONES):
+        sms = renderer.sms(context(case, locale, other, first_sms=first_sms, timezone=timezone))
+        lines = sms.body.splitlines()
+        assert lines[0].startswith(BRAND + ":"), timezone
+        if first_sms:
+            assert lines[-2] == SMS_URL, timezone
+            assert lines[-1] in {sms_text(say(locale, opt_out)) for opt_out in OPT_OUTS}
+        else:
+            assert lines[-1] == SMS_URL, timezone
+        if not (locale == "ar" and first_sms):
+            assert lines[lines.index(SMS_URL) - 1] == mention, f"{timezone}: {shown(sms)}"
+        assert sms.segments <= 2, f"{timezone}: {shown(sms)}"
+
+
+@pytest.mark.parametrize("other", ["backordered", "choice_confirmed"])
+def test_a_first_arabic_sms_leaves_another_update_to_the_link(
+    renderer: MessageRenderer, other: str
+):
+    """Told as the lead news alone would be: the whole opt-out line fits again."""
+    alone = renderer.sms(context("eta_changed-later", "ar"))
+    sms = renderer.sms(context("eta_changed-later", "ar", other))
+    assert sms.body == alone.body
+    assert sms.body.splitlines()[-3:] == [
+        say("ar", "Sorry, your order will arrive later: now %(new)s.", new="3-7 ديسمبر"),
+        SMS_URL,
+        say("ar", "Reply STOP to opt out."),
+    ]
+    # A later SMS has room to say there is more.
+    later = renderer.sms(context("eta_changed-later", "ar", other, first_sms=False))
+    assert say("ar", "And one more update.") in later.body.splitlines()
+    assert later.segments == 2
