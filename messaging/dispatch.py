@@ -26,10 +26,10 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from sqlalchemy import String, column, func, or_, select, update, values
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.settings import Settings
@@ -71,7 +71,6 @@ from messaging.schedule import (
 log = logging.getLogger("whereabouts.dispatch")
 
 Clock = Callable[[], dt.datetime]
-_T = TypeVar("_T")
 _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
@@ -451,29 +450,25 @@ class Dispatcher:
                 )
             plans = [plan for plan in plans if plan.row.id in owned]
             sending = [plan for plan in plans if plan.action == "send"]
-            for part in _rows(sending):
-                marked = _table(
-                    "marked",
-                    (
-                        ("id", messages.c.id.type),
-                        ("content", messages.c.content.type),
-                        ("provider", String()),
-                    ),
-                    [
-                        (plan.row.id, plan.content, self._provider_name(plan.row.channel))
-                        for plan in part
-                    ],
-                )
+            if sending:
                 await conn.execute(
                     update(messages)
-                    .where(messages.c.id == marked.c.id)
+                    .where(messages.c.id == bindparam("_id"))
                     .values(
                         state="sending",
-                        content=marked.c.content,
+                        content=bindparam("_content", type_=messages.c.content.type),
                         attempts=messages.c.attempts + 1,
-                        provider=marked.c.provider,
+                        provider=bindparam("_provider"),
                         updated_at=now,
-                    )
+                    ),
+                    [
+                        {
+                            "_id": plan.row.id,
+                            "_content": plan.content,
+                            "_provider": self._provider_name(plan.row.channel),
+                        }
+                        for plan in sending
+                    ],
                 )
             for plan in plans:
                 row = plan.row
@@ -610,12 +605,18 @@ class Dispatcher:
         """Store what each request came to."""
         if not outcomes:
             return
-        sent: list[tuple[int, str, str]] = []
+        sent: list[dict[str, Any]] = []
         async with self.db.write() as conn:
             for plan, result in outcomes:
                 row = plan.row
                 if isinstance(result, Accepted):
-                    sent.append((row.id, result.state, result.provider_id))
+                    sent.append(
+                        {
+                            "_id": row.id,
+                            "_state": result.state,
+                            "_provider_id": result.provider_id,
+                        }
+                    )
                     continue
                 attempts = row.attempts + 1
                 detail = result.detail[:500]
@@ -642,22 +643,17 @@ class Dispatcher:
                 )
                 if values["state"] == "failed" and row.channel != "webhook":
                     await self._tell_failure(conn, row, "failed", result.code, now)
-            for part in _rows(sent):
-                went = _table(
-                    "went",
-                    (("id", messages.c.id.type), ("state", String()), ("provider_id", String())),
-                    part,
-                )
+            if sent:
                 # A status callback may have arrived first; never move a state backwards.
                 await conn.execute(
                     update(messages)
                     .where(
-                        messages.c.id == went.c.id,
+                        messages.c.id == bindparam("_id"),
                         or_(messages.c.state == "sending", messages.c.state == "unknown"),
                     )
                     .values(
-                        state=went.c.state,
-                        provider_id=went.c.provider_id,
+                        state=bindparam("_state"),
+                        provider_id=bindparam("_provider_id"),
                         sent_at=now,
                         status_at=now,
                         error_code=None,
@@ -665,7 +661,8 @@ class Dispatcher:
                         lease_owner=None,
                         lease_until=None,
                         updated_at=now,
-                    )
+                    ),
+                    sent,
                 )
 
     async def release(self) -> int:
@@ -681,16 +678,3 @@ class Dispatcher:
                 .values(lease_owner=None, lease_until=None, updated_at=now)
             )
         return int(result.rowcount or 0)
-
-
-_ROWS = 1_000  # rows per VALUES list: 3,000 parameters, far under every driver's limit
-
-
-def _rows(items: Sequence[_T]) -> list[Sequence[_T]]:
-    return [items[start : start + _ROWS] for start in range(0, len(items), _ROWS)]
-
-
-def _table(name: str, columns: Sequence[tuple[str, Any]], rows: Sequence[tuple[Any, ...]]) -> Any:
-    """A VALUES list as a named table (a CTE) to update from: one statement for a whole batch,
-    where an executemany is a statement a row (and on SQLite a GIL hand-off a row)."""
-    return values(*(column(key, kind) for key, kind in columns), name=name).data(rows).cte(name)
