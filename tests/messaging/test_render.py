@@ -74,6 +74,8 @@ BACKORDERED_MSG = (
 )
 CARRIER_ETA_MSG = "The carrier now expects it on %(date)s."
 LATER_MSG = "Sorry, order %(number)s will arrive later: now %(new)s (was %(old)s)."
+ITEM_LATER_MSG = "Sorry, %(title)s (order %(number)s) will arrive later: now %(new)s (was %(old)s)."
+AN_ITEM_LATER_MSG = "Sorry, an item of your order will arrive later: now %(new)s."
 SWITCHED_MSG = "You chose to switch to %(title)s. We will ship it as soon as we can."
 LOST_MSG = (
     "A parcel from order %(number)s was lost in transit. We will contact you about a "
@@ -233,6 +235,11 @@ def fmt(locale: str) -> Formatter:
     return Formatter(locale, zoneinfo.ZoneInfo(TIMEZONE))
 
 
+def sms_fmt(locale: str) -> SmsFormatter:
+    """Dates as the brief wording of an SMS writes them."""
+    return SmsFormatter(locale, zoneinfo.ZoneInfo(TIMEZONE), brief=True)
+
+
 def say(locale: str, message: str, **variables: Any) -> str:
     """Translate one catalog message the way the templates do."""
     return one_period(translations(locale).gettext(message) % variables)
@@ -299,7 +306,13 @@ def expected_facts(trigger: str, locale: str) -> tuple[list[str], list[str | tup
         ),
         "eta_changed": (
             [old, new, say(locale, "later than we said")],
-            [say(locale, LATER_MSG, number=n, new=new, old=old)],
+            # The jacket moves; the poles still come on their own dates: the item, not the order.
+            [
+                (
+                    say(locale, ITEM_LATER_MSG, title=JACKET, number=n, new=new, old=old),
+                    say(locale, AN_ITEM_LATER_MSG, new=sms_fmt(locale).date_range(*NEW)),
+                )
+            ],
         ),
         "items_ready": ([JACKET, new], [new]),
         "window_at_risk": (
@@ -799,5 +812,100 @@ def test_a_first_estimate_is_good_news(renderer: MessageRenderer):
     }
     ctx = build_context("eta_changed", data={"eta_changed": {"lines": [move]}})
     body = renderer.sms(ctx).body
-    assert "Good news: order NW-100234 now has a delivery estimate: Dec 3 - 7." in body
+    # The poles still come on their own dates: the estimate is the jacket's, not the order's.
+    assert "Good news: an item of order NW-100234 now has a delivery estimate: Dec 3 - 7." in body
     assert "Before: no date yet" in renderer.email(ctx).text
+    alone = renderer.sms(poles_delivered(ctx)).body
+    assert "Good news: order NW-100234 now has a delivery estimate: Dec 3 - 7." in alone
+
+
+def poles_delivered(ctx: MessageContext) -> MessageContext:
+    """Deliver the poles: the jacket is all the order still has to come."""
+    lines = tuple(
+        replace(line, status="delivered") if line.title == POLES else line
+        for line in ctx.order.lines
+    )
+    return replace(ctx, order=replace(ctx.order, lines=lines))
+
+
+def both_moved_later() -> dict[str, dict[str, Any]]:
+    """Return `eta_changed` data moving the jacket to Dec 3-7 and the poles to Dec 10-16."""
+    poles = {
+        "line": "4",
+        "direction": "later",
+        "old": {"ship_by": "2026-12-01", "delivery": ["2026-12-03", "2026-12-07"]},
+        "new": {"ship_by": "2026-12-08", "delivery": ["2026-12-10", "2026-12-16"]},
+    }
+    return {"eta_changed": {"lines": [*news_data("eta_changed")["lines"], poles]}}
+
+
+@pytest.mark.parametrize("first_sms", [True, False], ids=["first", "later"])
+@pytest.mark.parametrize("locale", LOCALES)
+def test_an_eta_change_names_the_item_when_the_order_has_more_to_come(
+    renderer: MessageRenderer, locale: str, first_sms: bool
+):
+    """The jacket moves to Dec 3-7, the poles still come Dec 10-16: the order does not move."""
+    f, n = fmt(locale), "NW-100234"
+    new, old = f.date_range(*NEW), f.date_range(*OLD)
+    brief_new = sms_fmt(locale).date_range(*NEW)
+    body = " ".join(
+        renderer.sms(build_context("eta_changed", locale=locale, first_sms=first_sms)).body.split()
+    )
+    named = sms_text(say(locale, ITEM_LATER_MSG, title=JACKET, number=n, new=new, old=old))
+    an_item = sms_text(say(locale, AN_ITEM_LATER_MSG, new=brief_new))
+    assert named in body or an_item in body, body
+    if locale != "ar":  # GSM-7 has room for the whole title
+        assert named in body
+    for claim in (
+        say(locale, LATER_MSG, number=n, new=new, old=old),
+        say(locale, "Sorry, your order will arrive later: now %(new)s.", new=brief_new),
+    ):
+        assert sms_text(claim) not in body
+    # With the jacket all the order still has to come, the order's own wording stays.
+    alone = renderer.sms(poles_delivered(build_context("eta_changed", locale=locale))).body
+    full = sms_text(say(locale, LATER_MSG, number=n, new=new, old=old))
+    brief = sms_text(
+        say(locale, "Sorry, your order will arrive later: now %(new)s.", new=brief_new)
+    )
+    assert full in " ".join(alone.split()) or brief in " ".join(alone.split())
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_an_eta_change_of_two_items_says_two_items(renderer: MessageRenderer, locale: str):
+    ctx = build_context("eta_changed", locale=locale, data=both_moved_later())
+    body = " ".join(renderer.sms(ctx).body.split())
+    span = fmt(locale).date_range(*COMING)
+    brief_span = sms_fmt(locale).date_range(*COMING)
+    full = "Sorry, one item of order %(number)s will arrive later: now %(new)s."
+    brief = "Sorry, one item of your order will arrive later: now %(new)s."
+    plural = {
+        full: "Sorry, %(num)s items of order %(number)s will arrive later: now %(new)s.",
+        brief: "Sorry, %(num)s items of your order will arrive later: now %(new)s.",
+    }
+    said = {
+        sms_text(say_n(locale, full, plural[full], 2, number="NW-100234", new=span)),
+        sms_text(say_n(locale, brief, plural[brief], 2, new=brief_span)),
+    }
+    assert any(one in body for one in said), body
+    assert JACKET not in body
+    if locale == "en":
+        assert "Sorry, 2 items of order NW-100234 will arrive later: now Dec 3 - 16." in body
+    # One of them earlier: no "later" claim for both, only that two estimates changed.
+    data = both_moved_later()
+    data["eta_changed"]["lines"][1]["direction"] = "earlier"
+    mixed = renderer.sms(build_context("eta_changed", data=data)).body
+    assert "The delivery estimates of 2 items of order NW-100234 have changed." in mixed
+
+
+def test_the_eta_email_says_which_items_moved(renderer: MessageRenderer):
+    """Every moved item with its dates; the order's estimate only when nothing else is to come."""
+    one = renderer.email(build_context("eta_changed")).text
+    assert "The delivery estimate for one item of your order NW-100234 has changed." in one
+    assert "for your order NW-100234 has changed" not in one
+    assert f"- {JACKET} \u00d7 1\n  Now: Dec 3\u2009\u2013\u20097 (later than we said)" in one
+    two = renderer.email(build_context("eta_changed", data=both_moved_later())).text
+    assert "The delivery estimates for 2 items of your order NW-100234 have changed." in two
+    assert f"- {JACKET} \u00d7 1\n  Now: Dec 3\u2009\u2013\u20097 (later than we said)" in two
+    assert f"- {POLES} \u00d7 1\n  Now: Dec 10\u2009\u2013\u200916 (later than we said)" in two
+    alone = renderer.email(poles_delivered(build_context("eta_changed"))).text
+    assert "The delivery estimate for your order NW-100234 has changed." in alone

@@ -66,6 +66,7 @@ from tests.messaging.test_render import (
     build_context,
     news_data,
     say,
+    say_n,
     sms_text,
 )
 
@@ -110,6 +111,32 @@ def eta_move(
             }
         ]
     }
+
+
+def poles_now(status: str) -> Callable[[MessageContext], MessageContext]:
+    """Give the poles (the other backordered line) another status: delivered, in stock."""
+
+    def change(ctx: MessageContext) -> MessageContext:
+        lines = tuple(
+            dataclasses.replace(line, status=status) if line.ref == "4" else line
+            for line in ctx.order.lines
+        )
+        return dataclasses.replace(ctx, order=dataclasses.replace(ctx.order, lines=lines))
+
+    return change
+
+
+def two_moves(poles_direction: str) -> dict[str, Any]:
+    """Return `eta_changed` data moving the jacket later and the poles in `poles_direction`."""
+    poles = {
+        "line": "4",
+        "direction": poles_direction,
+        "old": {"ship_by": "2026-12-01", "delivery": ["2026-12-03", "2026-12-07"]},
+        "new": {"ship_by": "2026-12-15", "delivery": ["2026-12-17", "2026-12-23"]},
+    }
+    if poles_direction == "earlier":
+        poles["old"], poles["new"] = poles["new"], poles["old"]
+    return {"lines": [*news_data("eta_changed")["lines"], poles]}
 
 
 def in_august(ctx: MessageContext) -> MessageContext:
@@ -209,6 +236,12 @@ CASES: list[tuple[str, str, dict[str, dict[str, Any]], Callable[[MessageContext]
         {"eta_changed": eta_move(("2026-11-28", "2026-12-02"), None, "later")},
         None,
     ),
+    # The cases above move the jacket while the poles still wait: the SMS names the item. Here
+    # the jacket is all the order has to come (the order's wording), or the poles wait in stock.
+    ("eta_changed-all-that-is-left", "eta_changed", {}, poles_now("delivered")),
+    ("eta_changed-in-stock-to-come", "eta_changed", {}, poles_now("in_stock")),
+    ("eta_changed-two-lines", "eta_changed", {"eta_changed": two_moves("later")}, None),
+    ("eta_changed-two-lines-mixed", "eta_changed", {"eta_changed": two_moves("earlier")}, None),
     ("items_ready", "items_ready", {}, None),
     ("window_at_risk", "window_at_risk", {}, None),
     ("window_expired", "window_expired", {}, None),
@@ -651,7 +684,7 @@ def test_a_first_arabic_sms_leaves_another_update_to_the_link(
     sms = renderer.sms(context("eta_changed-later", "ar", other))
     assert sms.body == alone.body
     assert sms.body.splitlines()[-3:] == [
-        say("ar", "Sorry, your order will arrive later: now %(new)s.", new="3-7 ديسمبر"),
+        say("ar", "Sorry, an item of your order will arrive later: now %(new)s.", new="3-7 ديسمبر"),
         SMS_URL,
         say("ar", "Reply STOP to opt out."),
     ]
@@ -659,3 +692,46 @@ def test_a_first_arabic_sms_leaves_another_update_to_the_link(
     later = renderer.sms(context("eta_changed-later", "ar", other, first_sms=False))
     assert say("ar", "And one more update.") in later.body.splitlines()
     assert later.segments == 2
+
+
+ORDER_CLAIMS = (
+    "Sorry, your order will arrive later: now %(new)s.",
+    "Good news: your order will arrive sooner: now %(new)s.",
+    "Sorry, order %(number)s will arrive later: now %(new)s (was %(old)s).",
+    "Good news: order %(number)s will arrive sooner: now %(new)s (was %(old)s).",
+)
+OTHERS_TO_COME = [
+    case
+    for case, trigger, *_ in CASES
+    if trigger == "eta_changed" and case != "eta_changed-all-that-is-left"
+]
+
+
+def opening(locale: str, message: str) -> str:
+    """Return a message's words up to its first variable: what names the order or the item."""
+    return sms_text(say(locale, message, number="\0", new="\0", old="\0")).split("\0")[0]
+
+
+@pytest.mark.parametrize("first_sms", [True, False], ids=["first", "later"])
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("case", OTHERS_TO_COME)
+def test_an_eta_change_never_moves_the_whole_order_while_other_items_come(
+    renderer: MessageRenderer, case: str, locale: str, first_sms: bool
+):
+    """Only when the moved line is all the order still has to come does the order move."""
+    body = renderer.sms(context(case, locale, first_sms=first_sms)).body
+    news = body.splitlines()[1]
+    for claim in ORDER_CLAIMS:
+        assert not news.startswith(opening(locale, claim)), news
+    alone = renderer.sms(context("eta_changed-all-that-is-left", locale, first_sms=first_sms))
+    assert any(alone.body.splitlines()[1].startswith(opening(locale, c)) for c in ORDER_CLAIMS)
+    if case == "eta_changed-two-lines":
+        brief = "Sorry, one item of your order will arrive later: now %(new)s."
+        plural = "Sorry, %(num)s items of your order will arrive later: now %(new)s."
+        full = "Sorry, one item of order %(number)s will arrive later: now %(new)s."
+        fulls = "Sorry, %(num)s items of order %(number)s will arrive later: now %(new)s."
+        starts = {
+            sms_text(say_n(locale, brief, plural, 2, new="\0")).split("\0")[0],
+            sms_text(say_n(locale, full, fulls, 2, number="\0", new="\0")).split("\0")[0],
+        }
+        assert any(news.startswith(start) for start in starts), news
