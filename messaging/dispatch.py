@@ -379,6 +379,9 @@ class Dispatcher:
                     "segments": sms.segments,
                     "encoding": sms.encoding,
                     "units": sms.units,
+                    # The brand's sender as it was: a lookup must ask for this one, even if the
+                    # brand has changed it since (none: the provider's default).
+                    "from": brand.sms_from or None,
                 },
                 outgoing=Sms(
                     message_id=row.id,

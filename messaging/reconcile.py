@@ -187,7 +187,7 @@ async def _claim(
 
 
 async def _sms_senders(db: Database, rows: Sequence[Any]) -> dict[int, str | None]:
-    """Read each brand's own SMS sender, as the dispatcher passed it with the send."""
+    """Read each brand's own SMS sender, for messages whose content does not say which it was."""
     ids = sorted({row.brand_id for row in rows if row.channel == "sms"})
     if not ids:
         return {}
@@ -217,7 +217,9 @@ async def _look_up(
         until=row.updated_at + CLOCK_SKEW,
         body=str(content.get("body") or ""),
         subject=str(content.get("subject") or ""),
-        from_number=senders.get(row.brand_id),
+        # The sender the send used, kept with its content; the brand's own now for messages
+        # sent before it was kept.
+        from_number=content["from"] if "from" in content else senders.get(row.brand_id),
     )
     try:
         if row.channel == "sms":

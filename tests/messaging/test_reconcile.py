@@ -445,3 +445,27 @@ async def test_a_running_worker_looks_up_its_unknown_sends_by_itself(
     (held,) = twilio.messages
     assert (sms["state"], sms["provider_id"]) == ("sent", held["sid"])
     assert twilio.count(sms["id"]) == 1
+
+
+async def test_a_lost_text_is_found_from_its_own_sender_after_the_brand_changes_it(
+    api: Api, db: Database, clock: FixedClock, sender: Dispatcher, twilio: FakeTwilio
+) -> None:
+    await api.patch_brand(sms_from="+15550001111")
+    await _place(api)
+    await _send_with(sender, clock, twilio, Fault.hang(3))
+    sms = (await _by_channel(db))["sms"]
+    assert sms["state"] == "unknown"
+    assert sms["content"]["from"] == "+15550001111"
+    (held,) = twilio.messages
+    # The brand moves to another number before the lookup: the text went from the old one.
+    await api.patch_brand(sms_from="+15550002222")
+
+    clock.advance(minutes=10)
+    done = await _settle(sender, clock)
+
+    # Asked by the new number, nothing would fit, and the text would go a second time.
+    assert done == Reconciled(found=1)
+    sms = (await _by_channel(db))["sms"]
+    assert (sms["state"], sms["provider_id"]) == ("sent", held["sid"])
+    assert await sender.run_once() == 0
+    assert twilio.count(sms["id"]) == 1
