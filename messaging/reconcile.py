@@ -11,7 +11,9 @@ counted from `updated_at`, when the message became unknown):
               never backwards), at least `sent`
     absent    the provider can look and holds none: it never took the request, so the message
               is queued to go now; the lost attempt stays counted, and a message whose
-              attempts are used up (MAX_SEND_ATTEMPTS) fails instead
+              attempts are used up (MAX_SEND_ATTEMPTS) fails instead. A mail counts as absent
+              only once SendGrid's feed, which can lag, still lacks it EMAIL_ABSENT after it
+              became unknown (before that: unsure, `lookup:not-yet`)
     unsure    the provider cannot look (SendGrid without its Email Activity add-on, the dev
               inbox), the lookup failed, or the provider holds a message that fits in all but
               its content (Twilio may rewrite a body; it may be ours, so sending again could
@@ -56,6 +58,9 @@ SMS_GRACE = dt.timedelta(minutes=10)
 # SendGrid's activity feed shows a mail minutes after it was taken.
 EMAIL_GRACE = dt.timedelta(minutes=30)
 INTERVAL = dt.timedelta(hours=1)
+# ... but now and then much later: a mail is taken for never received only when the feed still
+# lacks it this long after it became unknown, so after two lookups an interval apart.
+EMAIL_ABSENT = EMAIL_GRACE + INTERVAL
 LIMIT = 50
 # Our clock against the provider's, both ways.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -274,6 +279,13 @@ async def _settle(
                 code="lookup:ambiguous",
             )
             return await _note(conn, row, unsure, now, owner, interval)
+        if row.channel == "email" and now - row.updated_at < EMAIL_ABSENT:
+            lagging = ProviderError(
+                "the provider's activity feed does not show it yet; it can lag, so it is asked "
+                "again before the mail goes a second time",
+                code="lookup:not-yet",
+            )
+            return await _note(conn, row, lagging, now, owner, interval)
         return await _absent(conn, row, now, max_attempts)
 
 
