@@ -58,6 +58,7 @@ from messaging.providers import (
 from messaging.reconcile import LIMIT as RECONCILE_LIMIT
 from messaging.reconcile import reconcile
 from messaging.render import NO_OVERRIDES, MessageRenderer, RenderTooSlow
+from messaging.safe_http import public_only_transport
 from messaging.schedule import (
     WEBHOOK_RETRY_WINDOW,
     day_start,
@@ -125,7 +126,14 @@ class Dispatcher:
         self.renderer = renderer or MessageRenderer()
         self.themes = themes or load_themes()
         self.name = name or worker_name()
-        self.http = httpx.AsyncClient(timeout=settings.send_timeout_seconds, follow_redirects=False)
+        # Brands' webhook URLs: connections only to the public addresses vetted as they open
+        # (messaging.safe_http), unless private targets are allowed for development.
+        self.http = httpx.AsyncClient(
+            timeout=settings.send_timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,
+            transport=None if settings.webhook_allow_private else public_only_transport(),
+        )
         self._limit = asyncio.Semaphore(settings.worker_concurrency)
         self._deadlines_at: dt.datetime | None = None
         self._lookups_at: dt.datetime | None = None

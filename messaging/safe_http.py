@@ -2,24 +2,31 @@
 
 A brand registers the URL its webhooks go to; it must not use it to reach this machine or its
 network: loopback, private, link-local and reserved addresses, cloud metadata services, and
-the IPv6 spellings of all of them (`is_public_address`). Three checks, cheapest first:
+the IPv6 spellings of all of them (`is_public_address`). Four checks, cheapest first:
 
 - `blocked_host` judges what a URL's host says literally (an address, or `localhost`);
 - `check_public` resolves a name and refuses it when any address it stands for is not public,
   so that no connection is even tried;
+- `public_only_transport` connects only to addresses it resolved and vetted itself (an
+  httpcore network backend): under DNS rebinding no connection to an inside address is even
+  opened, so nothing, not even whether a port is open, can be learnt from one. The dispatcher's
+  webhook client uses it;
 - `refuse_private_peer`, an httpcore `trace` callback (`extensions={"trace": ...}` on an httpx
   request), checks the address each new connection reached, and closes it unless public
-  before a byte is sent on it (the TLS handshake included). httpx resolves the name again to
-  connect, and a DNS server that answers a public address to the check and an inside one to
-  the connection (DNS rebinding) is caught here: the address checked is the one connected to.
+  before a byte is sent on it (the TLS handshake included), whatever client the request goes
+  through: a client on httpx's own transport resolves the name again to connect, and a DNS
+  server that answers a public address to the check and an inside one to the connection (DNS
+  rebinding) is caught here, the connection opened but nothing sent.
 
 A connection the client keeps alive was checked when it was opened, by the request that opened
-it: requests sharing a client must all carry the callback. Through an HTTP proxy the check
-applies to the proxy's address (the proxy resolves the destination itself), so a proxy on a
-private address is refused too.
+it: requests sharing a client must all carry the callback. The transport uses no proxy (a proxy
+resolves the destination itself, out of sight); through a proxy on another client, the callback
+checks the proxy's address, so a proxy on a private address is refused.
 
 Errors: `PrivateAddressError` (a refusal); a name that does not resolve raises what
-`getaddrinfo` raises (`OSError`, or `UnicodeError` for a name that cannot be encoded).
+`getaddrinfo` raises (`OSError`, or `UnicodeError` for a name that cannot be encoded); the
+transport raises `PrivateAddressError` too, and httpcore's ConnectError for a name that does
+not resolve.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -138,3 +146,91 @@ async def refuse_private_peer(event: str, info: Mapping[str, Any]) -> None:
         return
     await stream.aclose()
     raise PrivateAddressError("the connection reached a non-public address")
+
+
+Resolve = Callable[[str, int], Awaitable[list[Any]]]
+Permitted = Callable[[IPAddress], bool]
+
+
+async def _resolve(host: str, port: int) -> list[Any]:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """Open TCP connections only to public addresses, resolving each name once, here.
+
+    The address checked is the address connected to; TLS still verifies, and names in SNI,
+    the host the URL names (httpcore passes it to start_tls, not the address connected to).
+    """
+
+    def __init__(self, resolve: Resolve, permitted: Permitted) -> None:
+        self._resolve = resolve
+        self._permitted = permitted
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        literal = literal_address(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                found = await self._resolve(host, port)
+            except (OSError, UnicodeError) as exc:
+                raise httpcore.ConnectError(f"could not resolve {host}: {exc}") from exc
+            addresses = list(dict.fromkeys(_socket_address(str(a[0])) for *_, a in found))
+        if not addresses or not all(self._permitted(address) for address in addresses):
+            raise PrivateAddressError(f"{host} resolves to a non-public address")
+        failure: Exception | None = None
+        for address in addresses:  # as the resolver ordered them, as a plain connect would
+            try:
+                return await self._inner.connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109  (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise PrivateAddressError("a Unix socket is this machine")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PublicOnlyTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a connection pool that opens connections to public addresses
+    only. No proxy: a proxy would resolve the destination itself, out of our sight."""
+
+    def __init__(self, keepalive_expiry: float, resolve: Resolve, permitted: Permitted) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            keepalive_expiry=keepalive_expiry,
+            network_backend=_PublicOnlyBackend(resolve, permitted),
+        )
+
+
+def public_only_transport(
+    keepalive_expiry: float = 5.0,
+    resolve: Resolve = _resolve,
+    permitted: Permitted = is_public_address,
+) -> httpx.AsyncHTTPTransport:
+    """Return an httpx transport that connects to public addresses only (see the module).
+
+    `resolve(host, port)` answers as `loop.getaddrinfo` does, and `permitted` says which
+    addresses may be connected to: tests pass their own, to reach a server on loopback.
+    """
+    return _PublicOnlyTransport(keepalive_expiry, resolve, permitted)

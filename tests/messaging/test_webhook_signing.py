@@ -32,7 +32,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from messaging.providers.base import ProviderError
-from messaging.safe_http import blocked_host, is_public_address, literal_address
+from messaging.safe_http import (
+    blocked_host,
+    is_public_address,
+    literal_address,
+    public_only_transport,
+)
 from messaging.webhooks import (
     deliver,
     new_secret,
@@ -572,3 +577,60 @@ async def test_a_name_that_does_not_resolve_is_retried(http):
         await deliver(http, "https://nothing.invalid/hook", content(), [SECRET], 0)
     assert not failure.value.permanent
     assert failure.value.code in ("connect", "timeout")
+
+
+@pytest.mark.parametrize("inside", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
+async def test_the_public_only_transport_opens_no_connection_to_a_rebound_name(monkeypatch, inside):
+    # What the dispatcher's webhook client does: the name is resolved and vetted as the
+    # connection opens, so the inside address is never connected to (not even the handshake
+    # that would tell an open port from a closed one).
+    asked = rebinding_dns(monkeypatch, "hooks.brand.example", "93.184.216.34", inside)
+    async with (
+        byte_recorder(inside) as (recorder, port),
+        httpx.AsyncClient(transport=public_only_transport(), trust_env=False) as client,
+    ):
+        with pytest.raises(ProviderError) as failure:
+            await deliver(
+                client,
+                f"http://hooks.brand.example:{port}/hook",
+                content(),
+                [SECRET],
+                int(time.time()),
+            )
+        await asyncio.sleep(0.2)  # time for a connection to show, were one opened
+        assert not recorder.connected.is_set()
+        assert recorder.received == []
+    assert asked == ["hooks.brand.example", "hooks.brand.example"]
+    assert (failure.value.code, failure.value.permanent) == ("private_address", True)
+
+
+async def test_the_public_only_transport_connects_to_the_address_it_vetted(receiver):
+    # Loopback stands in for a public address here (the policy is a parameter); the request
+    # goes to the vetted address and still names the brand's host.
+    target, url = receiver
+    port = httpx.URL(url).port
+    assert port is not None
+    lookups: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[Any]:
+        lookups.append((host, port))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    transport = public_only_transport(
+        resolve=resolve, permitted=lambda address: str(address) == "127.0.0.1"
+    )
+    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+        sent = content()
+        accepted = await deliver(
+            client,
+            f"http://hooks.brand.example:{port}/hook",
+            sent,
+            [SECRET],
+            int(time.time()),
+            allow_private=True,  # the pre-check would refuse the name, resolving it for real
+        )
+    assert accepted.provider_id == sent["webhook_id"]
+    ((headers, _, verified),) = target.received
+    assert verified
+    assert headers["host"] == f"hooks.brand.example:{port}"
+    assert lookups == [("hooks.brand.example", port)]
