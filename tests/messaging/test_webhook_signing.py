@@ -597,7 +597,7 @@ async def test_the_public_only_transport_opens_no_connection_to_a_rebound_name(m
                 [SECRET],
                 int(time.time()),
             )
-        await asyncio.sleep(0.2)  # time for a connection to show, were one opened
+        await asyncio.sleep(0.2)  # poll: time for a connection to show, were one opened
         assert not recorder.connected.is_set()
         assert recorder.received == []
     assert asked == ["hooks.brand.example", "hooks.brand.example"]
