@@ -11,7 +11,9 @@ budget: TIME_BUDGET_MS for one message (all the renders an SMS needs to fit, tog
 OUTPUT_LIMITS characters of output, and no value (text, list, a macro's output) longer than
 VALUE_LIMIT. The sandbox checks the clock at every loop item, call, filter, operator and include,
 and checks sizes before the steps that could build a huge value in one go (`*`, `**`, joins,
-replaces, format widths) and after every other one.
+replaces, format widths) and after every other one. A container (list, tuple, dict, namespace)
+made text in one step, by `{{ value }}`, a text filter (`string`, `tojson`, `pprint`, `upper`...),
+`~`, `%`, `format` or a join, has the length of its text estimated first, item by item.
 
 Errors::
 
@@ -65,7 +67,7 @@ from jinja2.filters import FILTERS, make_attrgetter, sync_do_join
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup, escape
 
 from app.i18n import LOCALES, RTL_LOCALES, SOURCE_LOCALE, Formatter, negotiate, translations
@@ -450,6 +452,18 @@ _MAPPING_ATTRIBUTES: Mapping[type, frozenset[str]] = {
 _V = TypeVar("_V")
 _Text = str | bytes
 _SIZED = (str, bytes, list, tuple, dict, set, frozenset)
+# Values whose text (str, repr, JSON) holds their items' text: checked before it is made.
+_DICT_VIEWS: tuple[type[Iterable[Any]], ...] = (
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+)
+_SEQUENCES: tuple[type[Iterable[Any]], ...] = (list, tuple, set, frozenset, *_DICT_VIEWS)
+_MAPPINGS = (dict, MappingProxyType)
+_CONTAINERS: tuple[type, ...] = (*_SEQUENCES, *_MAPPINGS, Namespace)
+# Values whose text is never much longer than they are: most of what our templates output.
+_PLAIN_TYPES = frozenset({str, Markup, int, float, bool, type(None)})
+_NO_MORE = object()
 _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d+|\*)?(?:\.(\d+|\*))?")
 _DIGITS = re.compile(r"\d+")
 _FEW_FIELDS = 8  # formats with as few fields make a few values' length: checked once made
@@ -550,6 +564,78 @@ def _sized(value: _V) -> _V:
     return value
 
 
+def _text_size(value: Any, indent: int = 0) -> int:
+    """Estimate the length of a value's text (str, repr or JSON), short of it; once past
+    VALUE_LIMIT, stop counting.
+
+    Each item counts its own text (a string its length, a number its digits, a container its
+    items) and a separator; with `indent`, each item starts a line indented by its depth. Other
+    objects in a container count their repr, taken once per object.
+    """
+    size = 0
+    reprs: dict[int, int] = {}
+    # The items being read, one iterator a level: a value seen many times over (a list of the
+    # same list) is read each time, as its text would be written each time.
+    stack: list[tuple[Iterator[Any], int]] = [(iter((value,)), 0)]
+    while stack and size <= VALUE_LIMIT:
+        items, depth = stack[-1]
+        item: Any = next(items, _NO_MORE)
+        if item is _NO_MORE:
+            stack.pop()
+            continue
+        if depth:
+            size += 2 + depth * indent  # ", " or ": ", or a new line
+        if isinstance(item, str | bytes):
+            size += len(item)
+        elif isinstance(item, int):
+            size += item.bit_length() * 3 // 10 + 1  # log10(2) > 0.3: digits, at least
+        elif isinstance(item, _MAPPINGS):
+            stack.append((chain.from_iterable(item.items()), depth + 1))
+        elif isinstance(item, Namespace):
+            stack.append((iter((item._Namespace__attrs,)), depth))  # its repr shows its dict
+        elif isinstance(item, _SEQUENCES):
+            stack.append((iter(item), depth + 1))
+        elif depth and not isinstance(item, float) and item is not None:
+            known = reprs.get(id(item))  # our data, say, named many times over
+            if known is None:
+                known = reprs[id(item)] = len(repr(item))
+            size += known
+    return size
+
+
+def _check_text(value: Any) -> None:
+    """Check the text a container would make, before it is made."""
+    if isinstance(value, _CONTAINERS):
+        _check_size(_text_size(value))
+
+
+def _check_values(values: Any) -> None:
+    """Check the text of values to format (a tuple, a dict or one value), quick when plain."""
+    kind = type(values)
+    if kind is dict or kind is tuple:
+        for value in values.values() if kind is dict else values:
+            if type(value) not in _PLAIN_TYPES:
+                _check_text(values)  # all of them: formatted, or shown whole by a plain %s
+                return
+    elif kind not in _PLAIN_TYPES:
+        _check_text(values)
+
+
+def _text(value: Any) -> str:
+    """Return str(value), its length checked first if it is a container."""
+    _check_text(value)
+    return str(value)
+
+
+def _text_length(value: Any) -> int:
+    """Return the length of str(value); a container's is estimated, and stops past the limit."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, _CONTAINERS):
+        return _text_size(value)
+    return len(str(value))
+
+
 def _spec_width(spec: str) -> int:
     return max(
         (int(n) if len(n) < 10 else VALUE_LIMIT + 1 for n in _DIGITS.findall(spec)), default=0
@@ -564,7 +650,7 @@ def _check_formatting(fmt: str, fields: int, widest: int, values: Iterable[Any])
     if widest > VALUE_LIMIT:
         _check_width(widest)
     if fields > _FEW_FIELDS:
-        longest = max((len(v) if isinstance(v, str) else len(str(v)) for v in values), default=0)
+        longest = max(map(_text_length, values), default=0)
         _check_size(len(fmt) + fields * max(widest, longest))
 
 
@@ -572,7 +658,10 @@ def _check_printf(fmt: Any, values: Any) -> None:
     """Check `fmt % values` (the operator, the format filter, gettext) before it runs."""
     if isinstance(fmt, bytes):
         fmt = fmt.decode("latin-1")
-    if not isinstance(fmt, str) or fmt in _PLAIN_FORMATS or "%" not in fmt:
+    if not isinstance(fmt, str) or "%" not in fmt:
+        return
+    _check_values(values)  # each value's text, however few the fields
+    if fmt in _PLAIN_FORMATS:
         return
     specs = _PRINTF_SPEC.findall(fmt)  # (width, precision); "*" takes one from the values
     widths = [VALUE_LIMIT + 1 if n == "*" else _spec_width(n) for spec in specs for n in spec if n]
@@ -592,6 +681,8 @@ def _check_format(fmt: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
     """Check `fmt.format(*args, **kwargs)` before it runs; a nested {width} has no bound."""
     specs = [spec for _, name, spec, _ in string.Formatter().parse(fmt) if name is not None]
     widths = [VALUE_LIMIT + 1 if "{" in spec else _spec_width(spec) for spec in specs if spec]
+    _check_values(args)
+    _check_values(kwargs)
     _check_formatting(fmt, len(specs), max(widths, default=0), chain(args, kwargs.values()))
 
 
@@ -662,8 +753,7 @@ def _join_phrases(fmt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     if not args:
         return args
     items = list(args[0])
-    lengths = (len(i) if isinstance(i, str) else len(str(i)) for i in items)
-    _check_size(sum(lengths) + 8 * len(items))  # 8: more than any language's ", and "
+    _check_size(sum(map(_text_length, items)) + 8 * len(items))  # 8: more than ", and "
     return (items, *args[1:])
 
 
@@ -683,22 +773,24 @@ _STR_GUARDS: Mapping[str, _Guard] = {
 # Filters that could build a huge value in one step, checked first: same signatures as Jinja's,
 # as a template calls them (without the context, environment or eval context Jinja passes).
 def _replace_guard(s: Any, old: Any, new: Any, count: Any = None) -> None:
-    _check_replace(str(s), str(old), str(new), -1 if count is None else count)
+    _check_replace(_text(s), _text(old), _text(new), -1 if count is None else count)
 
 
 def _center_guard(value: Any, width: Any = 80) -> None:
+    _check_text(value)
     if isinstance(width, int):
         _check_width(width)
 
 
 def _indent_guard(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
-    text = str(s)
+    text = _text(s)
     pad = len(width) if isinstance(width, str) else width
     if isinstance(pad, int):
         _check_size(len(text) + (text.count("\n") + 1) * pad)
 
 
 def _format_guard(value: Any, *args: Any, **kwargs: Any) -> None:
+    _check_text(value)
     _check_printf(value, kwargs or args)
 
 
@@ -709,8 +801,8 @@ def _wordwrap_guard(
     wrapstring: Any = None,
     break_on_hyphens: bool = True,
 ) -> None:
-    text = str(s)
-    wrap = "\n" if wrapstring is None else str(wrapstring)  # our newline_sequence
+    text = _text(s)
+    wrap = "\n" if wrapstring is None else _text(wrapstring)  # our newline_sequence
     if isinstance(width, int):
         lines = len(text) // max(width, 1) + text.count("\n") + 1
         _check_size(len(text) + lines * len(wrap))
@@ -721,6 +813,26 @@ def _count_guard(value: Any, count: Any, fill_with: Any = None) -> None:
         _check_size(count)
 
 
+def _text_guard(value: Any, *args: Any, **kwargs: Any) -> None:
+    """Check a filter that makes text of its value (str, escape, urlencode, xmlattr...)."""
+    _check_text(value)
+
+
+def _pprint_guard(value: Any) -> None:
+    if isinstance(value, _CONTAINERS):
+        _check_size(_text_size(value, indent=1))  # an item a line, once it is long
+
+
+def _tojson_guard(value: Any, indent: Any = None) -> None:
+    if isinstance(indent, int):
+        _check_width(indent)  # json makes " " * indent first
+    if isinstance(value, _CONTAINERS):
+        spaces = (
+            len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+        )
+        _check_size(_text_size(value, indent=spaces))
+
+
 _FILTER_GUARDS: Mapping[str, Any] = {
     "replace": _replace_guard,
     "center": _center_guard,
@@ -729,6 +841,29 @@ _FILTER_GUARDS: Mapping[str, Any] = {
     "wordwrap": _wordwrap_guard,
     "batch": _count_guard,
     "slice": _count_guard,
+    "pprint": _pprint_guard,
+    "tojson": _tojson_guard,
+    **dict.fromkeys(
+        (
+            "capitalize",
+            "e",
+            "escape",
+            "forceescape",
+            "lower",
+            "safe",
+            "string",
+            "striptags",
+            "title",
+            "trim",
+            "truncate",
+            "upper",
+            "urlencode",
+            "urlize",
+            "wordcount",
+            "xmlattr",
+        ),
+        _text_guard,
+    ),
 }
 
 
@@ -738,8 +873,7 @@ def _join(eval_ctx: EvalContext, value: Iterable[Any], d: Any = "", attribute: A
     if attribute is not None:
         value = map(make_attrgetter(eval_ctx.environment, attribute), value)
     items = list(value)
-    lengths = (len(item) if isinstance(item, str) else len(str(item)) for item in items)
-    _check_size(len(str(d)) * len(items) + sum(lengths))
+    _check_size(_text_length(d) * len(items) + sum(map(_text_length, items)))
     return sync_do_join(eval_ctx, items, d)
 
 
@@ -827,7 +961,8 @@ _METERED_FILTERS: Mapping[str, Any] = MappingProxyType(
 
 class _MeteredCode(CodeGenerator):
     """Compile for loops to check the clock at each item, and `~` to check its length first;
-    and HTML output to pass on text already safe (see `_Sandbox.escape_output`)."""
+    and output to check a container's text first, and in HTML to pass on text already safe
+    (see `_Sandbox.text_output` and `_Sandbox.escape_output`)."""
 
     _loop_iterables: frozenset[int] = frozenset()
 
@@ -859,13 +994,19 @@ class _MeteredCode(CodeGenerator):
         self.write("))")
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        # Jinja's hook before each `{{ value }}`, as its native-types code generator uses it.
-        if frame.eval_ctx.autoescape and not frame.eval_ctx.volatile:
+        # Jinja's hook before each `{{ value }}`, as its native-types code generator uses it:
+        # our own conversions where Jinja writes `escape(` and `str(`.
+        if frame.eval_ctx.volatile:
+            self.write(
+                "(environment.escape_output if context.eval_ctx.autoescape"
+                " else environment.text_output)("
+            )
+        elif frame.eval_ctx.autoescape:
             self.write("environment.escape_output(")
-            if finalize.src is not None:
-                self.write(finalize.src)
         else:
-            super()._output_child_pre(node, frame, finalize)
+            self.write("environment.text_output(")
+        if finalize.src is not None:
+            self.write(finalize.src)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -989,8 +1130,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     @staticmethod
     def escape_output(value: Any) -> Markup:
         """Escape a value for HTML output; Markup (the look, our messages) is passed on as it is,
-        where markupsafe's `escape` would copy it, in Python."""
-        return value if type(value) is Markup else escape(value)
+        where markupsafe's `escape` would copy it, in Python. A container's text is checked
+        first."""
+        if type(value) is Markup:
+            return value
+        if type(value) not in _PLAIN_TYPES:
+            _check_text(value)
+        return escape(value)
+
+    @staticmethod
+    def text_output(value: Any) -> str:
+        """Make a value text for output, as `str` would; a container's text is checked first."""
+        if type(value) not in _PLAIN_TYPES:
+            _check_text(value)
+        return str(value)
 
     @staticmethod
     def concat(parts: Iterable[str]) -> str:
@@ -1002,7 +1155,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     @staticmethod
     def concat_parts(join: Any, parts: tuple[Any, ...]) -> Any:
         """Join the operands of `~` within VALUE_LIMIT."""
-        _check_size(sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts))
+        _check_size(sum(len(p) if type(p) is str else _text_length(p) for p in parts))
         return _sized(join(parts))
 
 

@@ -45,6 +45,10 @@ HUGE_NUMBER = f"template {PART} built a number of more than {NUMBER_BITS_LIMIT} 
 # 188,890 characters, built without repetition: under VALUE_LIMIT, yet a bomb in a few steps.
 S = "{% set s = range(40000)|join %}"
 FOREVER = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+# 2,000 of them in a container: 378 M characters of text, from 6,000 characters of source.
+SS = ", ".join(["s"] * 2000)
+PAIRS = ", ".join(f"{n}: s" for n in range(1500))
+NAMED = ", ".join(f"'a{n}': s" for n in range(1500))
 
 VECTORS = {
     # Time: loops that touch nothing but the clock, and recursion.
@@ -103,6 +107,39 @@ VECTORS = {
     "batch filling": ("{{ ([1]|batch(1000000000, 'x')|list)|length }}", BIG),
     "slice": ("{{ ([1]|slice(1000000000)|list)|length }}", BIG),
     "lipsum": ("{{ lipsum(1000000)|length }}", BIG),
+    # A container made text in one step: printed, filtered, formatted or joined.
+    "a list printed": (S + "{{ [" + SS + "] }}", BIG),
+    "a tuple printed": (S + "{{ (" + SS + ") }}", BIG),
+    "a dict printed": (S + "{{ {" + PAIRS + "} }}", BIG),
+    "a dict's values printed": (S + "{{ {" + PAIRS + "}.values() }}", BIG),
+    "a namespace printed": (
+        S + "{{ namespace(" + ", ".join(f"a{n}=s" for n in range(2000)) + ") }}",
+        BIG,
+    ),
+    "a list of lists printed": (
+        S + "{% set a = [" + ", ".join(["s"] * 10) + "] %}{{ [" + SS.replace("s", "a") + "] }}",
+        BIG,
+    ),
+    "string filter": (S + "{{ [" + SS + "]|string }}", BIG),
+    "tojson": (S + "{{ [" + SS + "]|tojson }}", BIG),
+    "tojson indent": ("{{ [1]|tojson(999999999) }}", WIDE),
+    "tojson indenting many items": ("{{ range(100000)|list|tojson(100000) }}", BIG),
+    "pprint": (S + "{{ [" + SS + "]|pprint }}", BIG),
+    "upper filter on a list": (S + "{{ [" + SS + "]|upper }}", BIG),
+    "safe filter on a list": (S + "{{ [" + SS + "]|safe }}", BIG),
+    "replace filter on a list": (S + "{{ [" + SS + "]|replace('a', 'b') }}", BIG),
+    "xmlattr": (S + "{{ {" + NAMED + "}|xmlattr }}", BIG),
+    "urlencode": (S + "{{ [" + ", ".join(["(s, s)"] * 2000) + "]|urlencode }}", BIG),
+    "join filter of lists": (S + "{{ [[" + SS + "]]|join }}", BIG),
+    "join filter of batches": (S + "{{ [" + SS + "]|batch(1000)|join }}", BIG),
+    "join filter with a list between": (S + "{{ [1, 2]|join([" + SS + "]) }}", BIG),
+    "a formatter's join of lists": (S + "{{ fmt.join([[" + SS + "]]) }}", BIG),
+    "~ with a list": (S + "{{ 'x' ~ [" + SS + "] }}", BIG),
+    "% with a tuple": (S + "{{ '%s' % ([" + SS + "],) }}", BIG),
+    "% with a list": (S + "{{ '%s' % [" + SS + "] }}", BIG),
+    "format filter with a list": (S + "{{ '%s'|format([" + SS + "]) }}", BIG),
+    "gettext with a list": (S + "{{ _('%(s)s', s=[" + SS + "]) }}", BIG),
+    "str.format with a list": (S + "{{ '{}'.format([" + SS + "]) }}", BIG),
     "% width": ("{{ '%999999999s' % 'x' }}", WIDE),
     "bytes % width": ("{{ '%999999999s'.encode() % 'x'.encode() }}", WIDE),
     "gettext width": ("{{ _('%(n)999999999s', n=1) }}", WIDE),
@@ -224,6 +261,32 @@ def test_loops_and_joins_read_as_before(renderer: MessageRenderer) -> None:
     )
     body = renderer.sms(sample_context("backordered"), {PART: source}).body
     assert body == "1/2 2/2. Canvas tote, Wool scarf [1, 2, 3] 3 a1b"
+
+
+def test_containers_print_as_before(renderer: MessageRenderer) -> None:
+    source = (
+        "{{ [1, 'a'] }} {{ ('b',) }} {{ {'c': [2]} }} {{ {'d': 3}.items() }} {{ namespace(e=4) }}"
+        " {{ [5]|tojson }} {{ ['f']|join }} {{ [[6]]|join }} {{ 'g' ~ [7] }} {{ '%s' % ([8],) }}"
+        " {{ '{}'.format((9,)) }} {{ _('%(h)s', h=['i']) }} {{ [10]|string }}"
+    )
+    body = renderer.sms(sample_context("backordered"), {PART: source}).body
+    assert body == (
+        "[1, 'a'] ('b',) {'c': [2]} dict_items([('d', 3)]) <Namespace {'e': 4}>"
+        " [5] f [6] g[7] [8] (9,) ['i'] [10]"
+    )
+
+
+def test_an_html_part_checks_a_container_before_escaping_it(renderer: MessageRenderer) -> None:
+    name = "backordered.email.html"
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderBudgetExceeded) as caught:
+            renderer.email(sample_context("backordered"), {name: S + "{{ [" + SS + "] }}"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == BIG.replace(PART, name)
+    assert peak < 32 * 2**20, peak
 
 
 def test_check_override_refuses_a_template_over_budget(renderer: MessageRenderer) -> None:
