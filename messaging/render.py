@@ -994,19 +994,31 @@ class _MeteredCode(CodeGenerator):
         self.write("))")
 
     def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
-        # Jinja's hook before each `{{ value }}`, as its native-types code generator uses it:
-        # our own conversions where Jinja writes `escape(` and `str(`.
+        # Jinja's hooks around each `{{ value }}`, as its native-types code generator uses them:
+        # the sandbox's conversions where Jinja writes `escape(` and `str(`. Text (in HTML,
+        # Markup) is most of what a template outputs: it is passed on without a call.
         if frame.eval_ctx.volatile:
             self.write(
                 "(environment.escape_output if context.eval_ctx.autoescape"
                 " else environment.text_output)("
             )
+        elif finalize.src is None:
+            self.write("(_output if type(_output := ")
+            return
         elif frame.eval_ctx.autoescape:
             self.write("environment.escape_output(")
         else:
             self.write("environment.text_output(")
         if finalize.src is not None:
             self.write(finalize.src)
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or finalize.src is not None:
+            super()._output_child_post(node, frame, finalize)
+        elif frame.eval_ctx.autoescape:
+            self.write(") is Markup else environment.escape_output(_output))")
+        else:
+            self.write(") is str else environment.text_output(_output))")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
