@@ -655,13 +655,11 @@ def _check_formatting(fmt: str, fields: int, widest: int, values: Iterable[Any])
 
 
 def _check_printf(fmt: Any, values: Any) -> None:
-    """Check `fmt % values` (the operator, the format filter, gettext) before it runs."""
+    """Check `fmt % values` (the operator, the format filter, gettext) before it runs; the
+    values' own text is the caller's to check."""
     if isinstance(fmt, bytes):
         fmt = fmt.decode("latin-1")
-    if not isinstance(fmt, str) or "%" not in fmt:
-        return
-    _check_values(values)  # each value's text, however few the fields
-    if fmt in _PLAIN_FORMATS:
+    if not isinstance(fmt, str) or fmt in _PLAIN_FORMATS or "%" not in fmt:
         return
     specs = _PRINTF_SPEC.findall(fmt)  # (width, precision); "*" takes one from the values
     widths = [VALUE_LIMIT + 1 if n == "*" else _spec_width(n) for spec in specs for n in spec if n]
@@ -791,6 +789,7 @@ def _indent_guard(s: Any, width: Any = 4, first: bool = False, blank: bool = Fal
 
 def _format_guard(value: Any, *args: Any, **kwargs: Any) -> None:
     _check_text(value)
+    _check_values(kwargs or args)
     _check_printf(value, kwargs or args)
 
 
@@ -928,6 +927,10 @@ def _format_message(eval_ctx: EvalContext, text: str, variables: dict[str, Any])
         text = Markup(text)  # noqa: S704 - our catalog's wording, or the template's own
     if not variables and "%" not in text:
         return text  # what `text % {}` gives, without its cost (most strings have no fields)
+    for value in variables.values():  # `_check_values`, without a call: gettext is most calls
+        if type(value) not in _PLAIN_TYPES:
+            _check_text(variables)
+            break
     _check_printf(text, variables)
     # Always a format, even without variables: Jinja's newstyle gettext does the same.
     message: str = text % variables
@@ -1112,6 +1115,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         elif operator == "**":
             _check_power(left, right)
         elif operator == "%":
+            _check_values(right)
             _check_printf(left, right)
         return _sized(self.binop_table[operator](left, right))
 
