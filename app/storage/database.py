@@ -17,7 +17,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.storage import changes
+from app.storage import changes, sqlite_driver
 
 
 class DatabaseError(Exception):
@@ -48,6 +48,7 @@ class Database:
         kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+            kwargs["module"] = sqlite_driver.dbapi()  # one thread hand-off a statement
         else:
             # asyncpg prepares every statement; a generic plan chosen before a table has
             # statistics can scan a whole brand's orders to find a batch's numbers.

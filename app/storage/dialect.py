@@ -91,11 +91,8 @@ async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any]) -> 
     driver: Any = raw.driver_connection
     if conn.dialect.name == "postgresql":
         return list(await driver.fetch(sql, *params))
-    cursor = await driver.execute(sql, params)
-    try:
-        return list(await cursor.fetchall())
-    finally:
-        await cursor.close()
+    # One call on aiosqlite's thread: execute, fetch and close together.
+    return list(await driver.execute_fetchall(sql, params))
 
 
 def bind_processor(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
