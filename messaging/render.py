@@ -807,6 +807,23 @@ def _wordwrap_guard(
         _check_size(len(text) + lines * len(wrap))
 
 
+def _urlize_guard(
+    value: Any,
+    trim_url_limit: Any = None,
+    nofollow: bool = False,
+    target: Any = None,
+    rel: Any = None,
+    extra_schemes: Any = None,
+) -> None:
+    # Each link repeats the target and rel attributes: a long target on text of many short
+    # links ("x.com x.com ...") makes gigabytes. A word can only become a link if it has a dot,
+    # a colon or an @ in it; count those, and the URL written twice, as the link's text and href.
+    text = _text(value)
+    attributes = len(_text(target or "")) + len(_text(rel or "")) + 64
+    links = sum(1 for word in text.split() if "." in word or ":" in word or "@" in word)
+    _check_size(2 * len(text) + links * attributes)
+
+
 def _count_guard(value: Any, count: Any, fill_with: Any = None) -> None:
     if isinstance(count, int):
         _check_size(count)
@@ -842,6 +859,7 @@ _FILTER_GUARDS: Mapping[str, Any] = {
     "slice": _count_guard,
     "pprint": _pprint_guard,
     "tojson": _tojson_guard,
+    "urlize": _urlize_guard,
     **dict.fromkeys(
         (
             "capitalize",
@@ -857,7 +875,6 @@ _FILTER_GUARDS: Mapping[str, Any] = {
             "truncate",
             "upper",
             "urlencode",
-            "urlize",
             "wordcount",
             "xmlattr",
         ),
