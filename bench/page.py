@@ -587,7 +587,9 @@ async def cold_breakdown(database_url: str, tokens: Sequence[str]) -> str:
         first = await pages.find(tokens[0])  # warm the brand and the templates
         assert first is not None
         brand = await pages.brand(first.brand_id)
-        await pages.tracking(first, brand, "en", today, _urls(brand, first.token, "en"), "x")
+        await pages.tracking(
+            first, brand, "en", today, _urls(brand, first.token, "en"), lambda: "x"
+        )
         statements.clear()
         stages.clear()
         hops.clear()
@@ -598,7 +600,7 @@ async def cold_breakdown(database_url: str, tokens: Sequence[str]) -> str:
             assert meta is not None
             t1 = time.perf_counter()
             brand = await pages.brand(meta.brand_id)
-            await pages.tracking(meta, brand, "en", today, _urls(brand, token, "en"), "x")
+            await pages.tracking(meta, brand, "en", today, _urls(brand, token, "en"), lambda: "x")
             t2 = time.perf_counter()
             stages["find (SQL)"].append(t1 - t0)
             stages["tracking (load_view + render)"].append(t2 - t1)
