@@ -148,7 +148,7 @@ async def test_one_hand_off_a_statement(app_db: Database, hand_offs: list[str]) 
         rows = (await conn.execute(select(things))).all()
         rows += (await conn.execute(select(things).where(things.c.id > 0))).all()
     assert rows == []
-    # BEGIN, two SELECTs, ROLLBACK (which ends the read): the stock adapter makes 11 (a cursor
+    # BEGIN, two SELECTs, ROLLBACK (which ends the read): the stock adapter makes 12 (a cursor
     # opened, executed, fetched and closed for each statement).
     assert len(hand_offs) == 4, hand_offs
     assert hand_offs[-1] == "rollback"
