@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.settings import Settings
 from app.storage import choices as choice_store
-from app.storage import events
+from app.storage import events, late_parcels
 from app.storage.database import Database
 from app.storage.schema import (
     message_news,
@@ -74,6 +74,8 @@ log = logging.getLogger("whereabouts.dispatch")
 Clock = Callable[[], dt.datetime]
 _ETA_TOPIC = "eta_updates"
 _DEADLINE_BATCH = 500
+# Late parcels are looked for this often: a due date is a day, a stall days.
+_LATE_EVERY = dt.timedelta(minutes=10)
 # Messages sent since the earliest local midnight anywhere count against the daily cap.
 _CAP_LOOKBACK = dt.timedelta(days=2)
 _LOOKUP_RUNS = 20
@@ -136,6 +138,7 @@ class Dispatcher:
         )
         self._limit = asyncio.Semaphore(settings.worker_concurrency)
         self._deadlines_at: dt.datetime | None = None
+        self._late_at: dt.datetime | None = None
         self._lookups_at: dt.datetime | None = None
         self._reap_at: dt.datetime | None = None
 
@@ -228,6 +231,7 @@ class Dispatcher:
     async def _claim_and_prepare(self, now: dt.datetime) -> tuple[int, list[_Plan]]:
         """Claim a batch and decide (rendering what goes) for each message."""
         await self._deadlines(now)
+        await self._late_parcels(now)
         claimed = await self.claim(now)
         if not claimed:
             return 0, []
@@ -267,6 +271,20 @@ class Dispatcher:
         while applied == _DEADLINE_BATCH:  # a long backlog goes in several short transactions
             async with self.db.write() as conn:
                 applied = await choice_store.apply_deadlines(conn, now, _DEADLINE_BATCH)
+
+    async def _late_parcels(self, now: dt.datetime) -> None:
+        """Tell parcels that missed their date or stopped moving (app.storage.late_parcels)."""
+        last = self._late_at
+        if last is not None and last - _LATE_EVERY <= now < last:  # not due, nor the clock back
+            return
+        self._late_at = now + _LATE_EVERY
+        try:
+            told = late_parcels.BATCH
+            while told == late_parcels.BATCH:
+                async with self.db.write() as conn:
+                    told = await late_parcels.tell_late_parcels(conn, now)
+        except Exception:  # sending must go on; the next sweep tries again
+            log.exception("looking for late parcels failed; trying again in %s", _LATE_EVERY)
 
     async def claim(self, now: dt.datetime) -> list[Any]:
         """Lease a batch of due messages to this worker (after reaping stale sends)."""

@@ -55,6 +55,7 @@ NEWS_EVENTS = frozenset(
         "window_expired",
         "choice_made",
         "choice_defaulted",
+        "shipment_late",
     }
 )
 SHOPPER_CHANNELS = ("email", "sms")
@@ -135,7 +136,10 @@ async def _news(
 ) -> list[News]:
     """Turn events into news for the shopper (an event may be no news at all)."""
     parcel_events = [
-        e for e in events if e[1] in {"order_created", "order_updated"} or "shipment" in e[1]
+        e
+        for e in events
+        if e[1] in {"order_created", "order_updated"}
+        or ("shipment" in e[1] and e[1] != "shipment_late")
     ]
     parcel_events += [e for e in events if e[1] == "checkpoint_added"]
     parcels: dict[int, dict[str, Any]] = {}
@@ -177,6 +181,27 @@ async def _news(
                 changed[data["shipment"]].add("status")
             for ref, fields in changed.items():
                 out += _parcel_news(order_id, ref, fields, parcels, unshipped, data)
+        elif kind == "shipment_late":
+            # Found by the clock (app.storage.late_parcels): the date passed, or scans stopped.
+            # The carrier gave no later date, which the delay wording says.
+            if data.get("reason") == "overdue":
+                version = f"overdue:{data.get('due')}"
+            else:
+                version = f"stalled:{data.get('last_scan_at')}"
+            out.append(
+                News(
+                    order_id,
+                    "shipment_delayed",
+                    str(data.get("shipment")),
+                    version,
+                    {
+                        "shipment": data.get("shipment"),
+                        "promised": data.get("due"),
+                        "carrier_eta": None,
+                        "reason": data.get("reason"),
+                    },
+                )
+            )
         elif kind == "eta_changed":
             lines = data.get("lines", [])
             if lines:

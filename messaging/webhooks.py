@@ -49,6 +49,7 @@ WEBHOOK_TYPES = (
     "order.window_at_risk",
     "message.failed",
     "shipment.exception",
+    "shipment.late",
 )
 # Domain events that become a webhook whatever their data says.
 DIRECT_TYPES: dict[str, str] = {
@@ -58,6 +59,7 @@ DIRECT_TYPES: dict[str, str] = {
     "window_at_risk": "order.window_at_risk",
     "window_expired": "order.window_at_risk",
     "message_failed": "message.failed",
+    "shipment_late": "shipment.late",
 }
 _WINDOW_REASONS = {"window_at_risk": "at_risk", "window_expired": "expired"}
 # Domain events that can change a parcel's status (their `changes` list names it).

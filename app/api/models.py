@@ -462,6 +462,10 @@ class BrandSettings(BaseModel):
     messages_per_order_per_day: Annotated[int, Field(ge=1, le=50)] = Field(
         description="At most this many messages per order, channel and day; more waits a day"
     )
+    stall_after_days: Annotated[int, Field(ge=1, le=30)] = Field(
+        description="A parcel on its way with no carrier scan for this many days is told as "
+        "late (shipment_delayed news, a shipment.late webhook)"
+    )
     email_from: Annotated[Email | None, Field(max_length=320)]
     sms_from: SmsSender | None
 
@@ -509,6 +513,7 @@ class BrandPatch(Payload):
     message_fanout: Literal["all", "first"] | None = None
     coalesce_minutes: Annotated[int | None, Field(ge=0, le=1440)] = None
     messages_per_order_per_day: Annotated[int | None, Field(ge=1, le=50)] = None
+    stall_after_days: Annotated[int | None, Field(ge=1, le=30)] = None
     email_from: Annotated[Email | None, Field(max_length=320)] = None
     sms_from: SmsSender | None = None
 
@@ -537,6 +542,7 @@ class BrandPatch(Payload):
         "message_fanout",
         "coalesce_minutes",
         "messages_per_order_per_day",
+        "stall_after_days",
         mode="after",
     )(_not_null)
 

@@ -19,6 +19,7 @@ WebhookType = Literal[
     "order.window_at_risk",
     "message.failed",
     "shipment.exception",
+    "shipment.late",
 ]
 assert set(WebhookType.__args__) == set(WEBHOOK_TYPES)  # type: ignore[attr-defined]
 

@@ -97,3 +97,55 @@ def effective_status(requested: str, quantity: int, shipped: int, all_delivered:
         # Units were taken back out of parcels: the rest is again waiting to ship.
         return "in_stock"
     return requested
+
+
+# Statuses of a parcel not yet delivered, and of one the carrier has (and should be scanning).
+UNDELIVERED = frozenset({"label_created", "in_transit", "out_for_delivery"})
+MOVING = frozenset({"in_transit", "out_for_delivery"})
+
+
+@dataclass(frozen=True, slots=True)
+class Lateness:
+    """Why a parcel is late now, and what to remember having told.
+
+    `reason` is "overdue" (the last date the shopper was given, promised or the carrier's, has
+    passed) or "stalled" (no carrier scan for the brand's stall threshold). `due` is that date
+    (None for a stall of a parcel without one); `late_for` and `stalled_after` are the values
+    the parcel's markers take once this is told.
+    """
+
+    reason: Literal["overdue", "stalled"]
+    due: dt.date | None
+    late_for: dt.date | None
+    stalled_after: dt.datetime
+
+
+def lateness(
+    *,
+    status: str,
+    promised: dt.date | None,
+    carrier_eta: dt.date | None,
+    last_move: dt.datetime,
+    late_for: dt.date | None,
+    stalled_after: dt.datetime | None,
+    today: dt.date,
+    now: dt.datetime,
+    stall_after: dt.timedelta,
+) -> Lateness | None:
+    """Decide whether a parcel is late news now, given what was already told of it.
+
+    A due date is told once, when the day after it begins (`today` is the brand's date), so a
+    carrier date that passes is news again. A stall is told once per last movement, and not
+    at all when the parcel was already told late since it last moved: the shopper would hear
+    the same thing twice. `last_move` is the newest scan, else when it shipped or was added.
+    """
+    if status not in UNDELIVERED:
+        return None
+    dates = [d for d in (promised, carrier_eta) if d is not None]
+    due = max(dates) if dates else None
+    told_since_move = stalled_after is not None and stalled_after >= last_move
+    if due is not None and due < today and late_for != due:
+        return Lateness("overdue", due, due, max(last_move, stalled_after or last_move))
+    if status in MOVING and now - last_move >= stall_after and not told_since_move:
+        return Lateness("stalled", due, late_for, last_move)
+    return None

@@ -125,6 +125,8 @@ brands = Table(
     Column("message_triggers", Json, nullable=False, server_default=text("'{}'")),
     Column("message_fanout", String(8), nullable=False, server_default="all"),
     Column("coalesce_minutes", Integer, nullable=False, server_default="10"),
+    # A parcel on its way with no carrier scan for this many days is told as late.
+    Column("stall_after_days", Integer, nullable=False, server_default="4"),
     Column("messages_per_order_per_day", Integer, nullable=False, server_default="4"),
     Column("email_from", String(320)),
     Column("sms_from", String(34)),
@@ -278,9 +280,14 @@ shipments = Table(
     Column("shipped_at", UTCDateTime()),
     Column("delivered_at", UTCDateTime()),
     Column("last_checkpoint_at", UTCDateTime()),
+    # What the late-parcel sweep already told: the date the parcel was found late against, and
+    # the last movement after which it was found stalled. A new date or a new scan is news again.
+    Column("late_for", Date),
+    Column("stalled_after", UTCDateTime()),
     *_timestamps(),
     UniqueConstraint("order_id", "ref"),
     Index(None, "brand_id", "carrier", "tracking_number"),
+    Index(None, "status", "promised_date"),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in SHIPMENT_STATUSES) + ")", name="status"
     ),
