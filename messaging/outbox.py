@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.storage.dialect import insert_ignore
@@ -129,6 +129,19 @@ async def plan(
     news = await _news(conn, [e for e in events if e[1] in NEWS_EVENTS and e[0] is not None], now)
     if news:
         await _file(conn, brand_id, news, now)
+        await _note_delays_told(conn, news, now)
+
+
+async def _note_delays_told(conn: AsyncConnection, news: Sequence[News], now: dt.datetime) -> None:
+    """Mark parcels whose carrier gave a later date as told late now: a stall before they move
+    again would tell the shopper the same thing (app.storage.late_parcels)."""
+    for item in news:
+        if item.trigger == "shipment_delayed" and "reason" not in item.data:
+            await conn.execute(
+                update(shipments)
+                .where(shipments.c.order_id == item.order_id, shipments.c.ref == item.subject)
+                .values(late_told_at=now)
+            )
 
 
 async def _news(
@@ -183,23 +196,23 @@ async def _news(
                 out += _parcel_news(order_id, ref, fields, parcels, unshipped, data)
         elif kind == "shipment_late":
             # Found by the clock (app.storage.late_parcels): the date passed, or scans stopped.
-            # The carrier gave no later date, which the delay wording says.
             if data.get("reason") == "overdue":
+                # The last date passed: the carrier gave no later one, which the wording says.
                 version = f"overdue:{data.get('due')}"
+                dates = {"promised": data.get("due"), "carrier_eta": None}
             else:
                 version = f"stalled:{data.get('last_scan_at')}"
+                dates = {"promised": data.get("promised_date"), "carrier_eta": None}
+                carrier, promised = data.get("carrier_eta"), data.get("promised_date")
+                if carrier and (not promised or carrier > promised):  # ISO dates: text order
+                    dates["carrier_eta"] = carrier  # still ahead, and the later date
             out.append(
                 News(
                     order_id,
                     "shipment_delayed",
                     str(data.get("shipment")),
                     version,
-                    {
-                        "shipment": data.get("shipment"),
-                        "promised": data.get("due"),
-                        "carrier_eta": None,
-                        "reason": data.get("reason"),
-                    },
+                    {"shipment": data.get("shipment"), **dates, "reason": data.get("reason")},
                 )
             )
         elif kind == "eta_changed":

@@ -106,18 +106,16 @@ MOVING = frozenset({"in_transit", "out_for_delivery"})
 
 @dataclass(frozen=True, slots=True)
 class Lateness:
-    """Why a parcel is late now, and what to remember having told.
+    """Why a parcel is late now.
 
     `reason` is "overdue" (the last date the shopper was given, promised or the carrier's, has
-    passed) or "stalled" (no carrier scan for the brand's stall threshold). `due` is that date
-    (None for a stall of a parcel without one); `late_for` and `stalled_after` are the values
-    the parcel's markers take once this is told.
+    passed) or "stalled" (no carrier scan for the brand's stall threshold). `due` is that last
+    date (None when the parcel has none); `late_for` is the parcel's marker once this is told.
     """
 
     reason: Literal["overdue", "stalled"]
     due: dt.date | None
     late_for: dt.date | None
-    stalled_after: dt.datetime
 
 
 def lateness(
@@ -127,7 +125,7 @@ def lateness(
     carrier_eta: dt.date | None,
     last_move: dt.datetime,
     late_for: dt.date | None,
-    stalled_after: dt.datetime | None,
+    late_told_at: dt.datetime | None,
     today: dt.date,
     now: dt.datetime,
     stall_after: dt.timedelta,
@@ -135,17 +133,18 @@ def lateness(
     """Decide whether a parcel is late news now, given what was already told of it.
 
     A due date is told once, when the day after it begins (`today` is the brand's date), so a
-    carrier date that passes is news again. A stall is told once per last movement, and not
-    at all when the parcel was already told late since it last moved: the shopper would hear
-    the same thing twice. `last_move` is the newest scan, else when it shipped or was added.
+    carrier date that passes is news again. A stall is told once per last movement, and not at
+    all when the shopper was told of a delay (`late_told_at`, by any path) since the parcel last
+    moved: they would hear the same thing twice. `last_move` is the newest scan, else when it
+    shipped or was added.
     """
     if status not in UNDELIVERED:
         return None
     dates = [d for d in (promised, carrier_eta) if d is not None]
     due = max(dates) if dates else None
-    told_since_move = stalled_after is not None and stalled_after >= last_move
     if due is not None and due < today and late_for != due:
-        return Lateness("overdue", due, due, max(last_move, stalled_after or last_move))
+        return Lateness("overdue", due, due)
+    told_since_move = late_told_at is not None and late_told_at >= last_move
     if status in MOVING and now - last_move >= stall_after and not told_since_move:
-        return Lateness("stalled", due, late_for, last_move)
+        return Lateness("stalled", due, late_for)
     return None

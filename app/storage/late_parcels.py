@@ -6,7 +6,8 @@ every few minutes finds parcels not yet delivered whose last date (promised, or 
 has passed in the brand's timezone, and parcels on their way with no carrier scan for the
 brand's `stall_after_days`. Each becomes a `shipment_late` event, which is `shipment_delayed`
 news for the shopper and a `shipment.late` webhook for the brand, told once: the parcel keeps
-what was told (`late_for`, `stalled_after`), see `app.domain.parcels.lateness`.
+what was told (`late_for`, `late_told_at`; a carrier's later date sets `late_told_at` too, in
+messaging.outbox), see `app.domain.parcels.lateness`.
 
 On PostgreSQL the parcels are locked with SKIP LOCKED, so workers sweeping at once take
 different parcels; the news key would drop a repeat for the shopper anyway, the lock keeps the
@@ -74,7 +75,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
     stalled = and_(
         shipments.c.status.in_(sorted(MOVING)),
         now - stall_after >= _LAST_MOVE,
-        or_(shipments.c.stalled_after.is_(None), shipments.c.stalled_after < _LAST_MOVE),
+        or_(shipments.c.late_told_at.is_(None), shipments.c.late_told_at < _LAST_MOVE),
     )
     rows = (
         await conn.execute(
@@ -88,7 +89,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
                 shipments.c.promised_date,
                 shipments.c.carrier_eta,
                 shipments.c.late_for,
-                shipments.c.stalled_after,
+                shipments.c.late_told_at,
                 last_move,
             )
             .where(shipments.c.brand_id == brand.id, or_(overdue, stalled))
@@ -105,7 +106,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
             carrier_eta=row.carrier_eta,
             last_move=row.last_move,
             late_for=row.late_for,
-            stalled_after=row.stalled_after,
+            late_told_at=row.late_told_at,
             today=today,
             now=now,
             stall_after=stall_after,
@@ -115,7 +116,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
         await conn.execute(
             update(shipments)
             .where(shipments.c.id == row.id)
-            .values(late_for=late.late_for, stalled_after=late.stalled_after, updated_at=now)
+            .values(late_for=late.late_for, late_told_at=now, updated_at=now)
         )
         new.append(
             events.NewEvent(
@@ -125,6 +126,9 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
                     "shipment": row.ref,
                     "reason": late.reason,
                     "due": late.due.isoformat() if late.due else None,
+                    # A stalled parcel's dates still ahead: the news says the carrier's, if any.
+                    "promised_date": _iso(row.promised_date),
+                    "carrier_eta": _iso(row.carrier_eta),
                     "last_scan_at": row.last_move.isoformat(),
                     "status": row.status,
                     "carrier": row.carrier,
@@ -134,3 +138,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
         )
     await events.record(conn, brand.id, new, now)
     return len(new)
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None

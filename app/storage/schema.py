@@ -280,10 +280,12 @@ shipments = Table(
     Column("shipped_at", UTCDateTime()),
     Column("delivered_at", UTCDateTime()),
     Column("last_checkpoint_at", UTCDateTime()),
-    # What the late-parcel sweep already told: the date the parcel was found late against, and
-    # the last movement after which it was found stalled. A new date or a new scan is news again.
+    # What the shopper was told of lateness: the date the parcel was last found late against
+    # (app.storage.late_parcels), and when a delay was last told by any path (a carrier's later
+    # date too). A date that passes is told once; a stall only when nothing was told since the
+    # parcel last moved.
     Column("late_for", Date),
-    Column("stalled_after", UTCDateTime()),
+    Column("late_told_at", UTCDateTime()),
     *_timestamps(),
     UniqueConstraint("order_id", "ref"),
     Index(None, "brand_id", "carrier", "tracking_number"),

@@ -57,6 +57,13 @@ class Parcel:
     def trouble(self) -> bool:
         return self.status in TROUBLE
 
+    def late_on(self, today: dt.date) -> dt.date | None:
+        """The last date given (promised, or the carrier's if later), when it passed undelivered."""
+        dates = [d for d in (self.promised_date, self.carrier_eta) if d is not None]
+        if self.status in MOVING and dates and max(dates) < today:
+            return max(dates)
+        return None
+
 
 @dataclass(frozen=True)
 class Waiting:

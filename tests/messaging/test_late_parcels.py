@@ -71,6 +71,15 @@ async def _late_news(db: Database) -> list[dict[str, Any]]:
     ]
 
 
+async def _all_news(db: Database) -> list[dict[str, Any]]:
+    return [
+        {"trigger": news["trigger"], **news["data"]}
+        for message in await outbox(db)
+        if message["channel"] == "email"
+        for news in message["news"]
+    ]
+
+
 async def _sweep(db: Database, now: dt.datetime) -> int:
     async with db.write() as conn:
         return await late_parcels.tell_late_parcels(conn, now)
@@ -89,7 +98,7 @@ def _rule(**given: Any) -> Any:
         "carrier_eta": None,
         "last_move": MOVED,
         "late_for": None,
-        "stalled_after": None,
+        "late_told_at": None,
         "today": TODAY,
         "now": at("2026-11-10"),
         "stall_after": 4 * DAY,
@@ -100,8 +109,7 @@ def _rule(**given: Any) -> Any:
 def test_a_passed_date_is_late_once_and_a_later_date_that_passes_again() -> None:
     late = _rule(promised=dt.date(2026, 11, 9), last_move=at("2026-11-08"))
     assert (late.reason, late.due, late.late_for) == ("overdue", dt.date(2026, 11, 9), late.due)
-    assert late.stalled_after == at("2026-11-08")  # a stall after this move was told with it
-    told = {"late_for": dt.date(2026, 11, 9), "stalled_after": MOVED}
+    told = {"late_for": dt.date(2026, 11, 9), "late_told_at": at("2026-11-10")}
     assert _rule(promised=dt.date(2026, 11, 9), **told) is None
     # The carrier's later date counts: it is the last one the shopper was given.
     recent = {"last_move": at("2026-11-09")}
@@ -120,12 +128,19 @@ def test_a_passed_date_is_late_once_and_a_later_date_that_passes_again() -> None
 def test_a_stall_is_told_once_per_movement_and_not_after_a_delay_already_told() -> None:
     assert _rule(last_move=at("2026-11-06", dt.time(12, 1))) is None  # under 4 days
     stalled = _rule(last_move=at("2026-11-06"))
-    assert (stalled.reason, stalled.stalled_after) == ("stalled", at("2026-11-06"))
-    assert _rule(last_move=at("2026-11-06"), stalled_after=at("2026-11-06")) is None
-    assert _rule(last_move=at("2026-11-06"), stalled_after=at("2026-11-01")).reason == "stalled"
+    assert (stalled.reason, stalled.due, stalled.late_for) == ("stalled", None, None)
+    assert _rule(last_move=at("2026-11-06"), late_told_at=at("2026-11-06")) is None
+    assert _rule(last_move=at("2026-11-06"), late_told_at=at("2026-11-05")).reason == "stalled"
     # Told late on the 7th (no scan since the 2nd): the stall is the same news.
-    told = {"late_for": dt.date(2026, 11, 6), "stalled_after": at("2026-11-02")}
+    told = {"late_for": dt.date(2026, 11, 6), "late_told_at": at("2026-11-07")}
     assert _rule(promised=dt.date(2026, 11, 6), **told) is None
+    # A stall keeps the date told before it: the marker is for dates that passed.
+    ahead = _rule(promised=dt.date(2026, 11, 20), late_for=dt.date(2026, 11, 1))
+    assert (ahead.reason, ahead.due, ahead.late_for) == (
+        "stalled",
+        dt.date(2026, 11, 20),
+        dt.date(2026, 11, 1),
+    )
 
 
 def test_only_parcels_not_yet_delivered_are_late_and_only_moving_ones_stall() -> None:
@@ -220,6 +235,29 @@ async def test_a_parcel_without_scans_stalls_once_per_movement(
     assert await _sweep(db, at("2026-12-30")) == 0
 
 
+async def test_a_carrier_delay_told_since_the_last_scan_is_not_told_again_as_a_stall(
+    api: Api, db: Database, clock: FixedClock
+) -> None:
+    await _ship(api, promised_date="2026-11-05")
+    # The carrier's later date is news when it comes (2026-11-02 18:00, after the parcel left).
+    await api.call("PATCH", "/orders/A-1/shipments/P1", {"carrier_eta": "2026-11-12"})
+    delay = {"shipment": "P1", "promised": "2026-11-05", "carrier_eta": "2026-11-12"}
+    assert [n for n in await _all_news(db) if n["trigger"] == "shipment_delayed"] == [
+        {"trigger": "shipment_delayed", **delay}
+    ]
+    assert await _sweep(db, at("2026-11-09")) == 0  # a week without a scan: the same news
+    await api.call(
+        "POST",
+        "/orders/A-1/shipments/P1/checkpoints",
+        {"occurred_at": "2026-11-08T10:00:00Z", "status": "in_transit", "description": "Moved"},
+        201,
+    )
+    assert await _sweep(db, at("2026-11-12", dt.time(9, 59))) == 0
+    # Moved since, and stopped again: news, with the carrier's date still ahead.
+    assert await _sweep(db, at("2026-11-12", dt.time(10, 0))) == 1
+    assert await _late_news(db) == [{**delay, "reason": "stalled"}]
+
+
 async def test_each_brand_has_its_own_stall_threshold(
     api: Api, client: httpx.AsyncClient, db: Database, other_brand: BrandKey
 ) -> None:
@@ -269,6 +307,8 @@ async def test_the_brand_gets_a_shipment_late_webhook_without_personal_data(
         "shipment": "P1",
         "reason": "overdue",
         "due": "2026-11-05",
+        "promised_date": "2026-11-05",
+        "carrier_eta": None,
         "last_scan_at": "2026-11-02T17:00:00+00:00",
         "status": "in_transit",
         "carrier": "ups",

@@ -155,6 +155,34 @@ async def test_a_parcel_whose_carrier_eta_passed_the_promise_is_marked_delayed(c
     assert "Delayed" not in on_time.text
 
 
+async def test_a_parcel_past_its_last_date_says_so_instead_of_a_date_gone_by(client, demo):
+    today = demo.now.date()
+    dates = {
+        "promised_date": (today - dt.timedelta(days=3)).isoformat(),
+        "carrier_eta": (today - dt.timedelta(days=1)).isoformat(),
+    }
+    patched = await client.patch(
+        f"{API}/orders/D-1001/shipments/P2", json=dates, headers=demo.headers
+    )
+    assert patched.status_code == 200, patched.text
+    page = await page_of(client, demo, "D-1001")
+    moving, _ = page.find_all("article", cls="parcel")
+    assert [b.text for b in moving.find_all(cls="badge")] == ["On its way", "Delayed"]
+    assert " ".join(moving.find(cls="parcel__when").text.split()) == (
+        f"Promised for {day(dates['carrier_eta'])} · The carrier has not given a new date yet. "
+        "We are following it closely."
+    )
+    # Its last day is not late yet.
+    dates = {"promised_date": today.isoformat(), "carrier_eta": None}
+    patched = await client.patch(
+        f"{API}/orders/D-1001/shipments/P2", json=dates, headers=demo.headers
+    )
+    assert patched.status_code == 200, patched.text
+    moving, _ = (await page_of(client, demo, "D-1001")).find_all("article", cls="parcel")
+    assert [b.text for b in moving.find_all(cls="badge")] == ["On its way"]
+    assert moving.find(cls="parcel__when").text.strip().startswith(f"Expected {day(today)}")
+
+
 async def test_each_backorder_type_says_where_its_date_comes_from(client, demo):
     today = demo.now.date()  # the demo dates its supply from this day
     expected = {}

@@ -25,7 +25,7 @@ def upgrade() -> None:
     with op.batch_alter_table("shipments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("late_for", sa.Date(), nullable=True))
         batch_op.add_column(
-            sa.Column("stalled_after", app.storage.schema.UTCDateTime(), nullable=True)
+            sa.Column("late_told_at", app.storage.schema.UTCDateTime(), nullable=True)
         )
         batch_op.create_index(
             batch_op.f("ix_shipments_status_promised_date"),
@@ -37,7 +37,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("shipments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_shipments_status_promised_date"))
-        batch_op.drop_column("stalled_after")
+        batch_op.drop_column("late_told_at")
         batch_op.drop_column("late_for")
     with op.batch_alter_table("brands", schema=None) as batch_op:
         batch_op.drop_column("stall_after_days")
