@@ -102,6 +102,10 @@ def effective_status(requested: str, quantity: int, shipped: int, all_delivered:
 # Statuses of a parcel not yet delivered, and of one the carrier has (and should be scanning).
 UNDELIVERED = frozenset({"label_created", "in_transit", "out_for_delivery"})
 MOVING = frozenset({"in_transit", "out_for_delivery"})
+# Lateness is news for this long: a date passed longer ago, or a stall that began longer ago, is
+# not told (a worker down for days still catches up). A parcel that old without a word is stale
+# data (an integration that never sends deliveries), and a message about it now would be noise.
+LATE_NEWS_WINDOW = dt.timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +140,16 @@ def lateness(
     carrier date that passes is news again. A stall is told once per last movement, and not at
     all when the shopper was told of a delay (`late_told_at`, by any path) since the parcel last
     moved: they would hear the same thing twice. `last_move` is the newest scan, else when it
-    shipped or was added.
+    shipped or was added. Neither is told once LATE_NEWS_WINDOW has gone by.
     """
     if status not in UNDELIVERED:
         return None
     dates = [d for d in (promised, carrier_eta) if d is not None]
     due = max(dates) if dates else None
-    if due is not None and due < today and late_for != due:
+    if due is not None and today - LATE_NEWS_WINDOW <= due < today and late_for != due:
         return Lateness("overdue", due, due)
     told_since_move = late_told_at is not None and late_told_at >= last_move
-    if status in MOVING and now - last_move >= stall_after and not told_since_move:
-        return Lateness("stalled", due, late_for)
+    stalled_for = now - last_move
+    if status in MOVING and stall_after <= stalled_for <= stall_after + LATE_NEWS_WINDOW:
+        return None if told_since_move else Lateness("stalled", due, late_for)
     return None

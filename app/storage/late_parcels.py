@@ -4,7 +4,8 @@ Carriers report a delay themselves only sometimes (a new ETA past the promised d
 when it arrives, see messaging.outbox). The rest is found by the clock: a sweep the workers run
 every few minutes finds parcels not yet delivered whose last date (promised, or the carrier's)
 has passed in the brand's timezone, and parcels on their way with no carrier scan for the
-brand's `stall_after_days`. Each becomes a `shipment_late` event, which is `shipment_delayed`
+brand's `stall_after_days`, either within the last LATE_NEWS_WINDOW (a week: older is stale data,
+not news). Each becomes a `shipment_late` event, which is `shipment_delayed`
 news for the shopper and a `shipment.late` webhook for the brand, told once: the parcel keeps
 what was told (`late_for`, `late_told_at`; a carrier's later date sets `late_told_at` too, in
 messaging.outbox), see `app.domain.parcels.lateness`.
@@ -23,11 +24,13 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain.parcels import MOVING, UNDELIVERED, lateness
+from app.domain.parcels import LATE_NEWS_WINDOW, MOVING, UNDELIVERED, lateness
 from app.storage import events
 from app.storage.schema import brands, checkpoints, shipments
 
-BATCH = 500
+# Parcels told per transaction: on SQLite a write holds every other writer back meanwhile (a
+# parcel told costs about half a millisecond, see BENCHMARKS.md).
+BATCH = 200
 
 _MOVED = (
     select(func.max(checkpoints.c.occurred_at))
@@ -69,12 +72,12 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
     last_move = _LAST_MOVE.label("last_move")
     overdue = and_(
         shipments.c.status.in_(sorted(UNDELIVERED)),
-        today > _DUE,
+        _DUE.between(today - LATE_NEWS_WINDOW, today - dt.timedelta(days=1)),
         or_(shipments.c.late_for.is_(None), shipments.c.late_for != _DUE),
     )
     stalled = and_(
         shipments.c.status.in_(sorted(MOVING)),
-        now - stall_after >= _LAST_MOVE,
+        _LAST_MOVE.between(now - stall_after - LATE_NEWS_WINDOW, now - stall_after),
         or_(shipments.c.late_told_at.is_(None), shipments.c.late_told_at < _LAST_MOVE),
     )
     rows = (

@@ -44,10 +44,11 @@ def at(day: str, time: dt.time = NOON) -> dt.datetime:
     return dt.datetime.combine(dt.date.fromisoformat(day), time, tzinfo=dt.UTC)
 
 
-async def _ship(api: Api, number: str = "A-1", **parcel: Any) -> None:
-    """An order of one mug, sent at once in parcel P1 (on its way, scanned at 2026-11-02)."""
+async def _ship(api: Api, number: str = "A-1", placed: str | None = None, **parcel: Any) -> None:
+    """An order of one mug, sent at once in parcel P1 (on its way, shipped at 2026-11-02)."""
     await api.sku("MUG", 10)
-    await api.place(number, [in_stock("1", "MUG", 1)], customer=SHOPPER)
+    when = {"placed_at": placed} if placed else {}
+    await api.place(number, [in_stock("1", "MUG", 1)], customer=SHOPPER, **when)
     body = {
         "ref": "P1",
         "carrier": "ups",
@@ -149,6 +150,13 @@ def test_only_parcels_not_yet_delivered_are_late_and_only_moving_ones_stall() ->
     assert _rule(status="label_created") is None  # not with the carrier yet: nothing to scan
     assert _rule(status="label_created", promised=dt.date(2026, 11, 3)).reason == "overdue"
     assert _rule(status="out_for_delivery").reason == "stalled"
+
+
+def test_lateness_older_than_a_week_is_stale_data_not_news() -> None:
+    assert _rule(promised=TODAY - 7 * DAY, last_move=at("2026-11-09")).reason == "overdue"
+    assert _rule(promised=TODAY - 8 * DAY, last_move=at("2026-11-09")) is None
+    assert _rule(last_move=at("2026-10-30")).reason == "stalled"  # 4 + 7 days ago
+    assert _rule(last_move=at("2026-10-30", dt.time(11, 59))) is None
 
 
 # The sweep, with the shopper's messages and the brand's webhook -------------------------------
@@ -256,6 +264,19 @@ async def test_a_carrier_delay_told_since_the_last_scan_is_not_told_again_as_a_s
     # Moved since, and stopped again: news, with the carrier's date still ahead.
     assert await _sweep(db, at("2026-11-12", dt.time(10, 0))) == 1
     assert await _late_news(db) == [{**delay, "reason": "stalled"}]
+
+
+async def test_an_upgrade_does_not_tell_a_backlog_of_old_parcels(api: Api, db: Database) -> None:
+    """Parcels an integration never marked delivered are not news a month later."""
+    old = {"placed": "2026-09-27T10:00:00Z", "shipped_at": "2026-09-28T10:00:00Z"}
+    await _ship(api, number="OLD", promised_date="2026-10-01", **old)
+    await _ship(api, number="NEW", promised_date="2026-11-05")
+    assert await _sweep(db, at("2026-11-10")) == 1
+    async with db.read() as conn:
+        (told,) = (
+            await conn.execute(select(events.c.data).where(events.c.type == "shipment_late"))
+        ).all()
+    assert told.data["tracking_number"] == "1ZNEW"
 
 
 async def test_each_brand_has_its_own_stall_threshold(
