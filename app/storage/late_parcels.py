@@ -21,7 +21,7 @@ import datetime as dt
 import zoneinfo
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain.parcels import LATE_NEWS_WINDOW, MOVING, UNDELIVERED, lateness
@@ -102,6 +102,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
         )
     ).all()
     new = []
+    marks: list[dict[str, Any]] = []
     for row in rows:
         late = lateness(
             status=row.status,
@@ -116,11 +117,7 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
         )
         if late is None:  # the query and the rule agree; this is the rule's last word
             continue
-        await conn.execute(
-            update(shipments)
-            .where(shipments.c.id == row.id)
-            .values(late_for=late.late_for, late_told_at=now, updated_at=now)
-        )
+        marks.append({"parcel": row.id, "late_for": late.late_for})
         new.append(
             events.NewEvent(
                 row.order_id,
@@ -138,6 +135,13 @@ async def _tell_brand(conn: AsyncConnection, brand: Any, now: dt.datetime, limit
                     "tracking_number": row.tracking_number,
                 },
             )
+        )
+    if marks:
+        await conn.execute(
+            update(shipments)
+            .where(shipments.c.id == bindparam("parcel"))
+            .values(late_for=bindparam("late_for"), late_told_at=now, updated_at=now),
+            marks,
         )
     await events.record(conn, brand.id, new, now)
     return len(new)
