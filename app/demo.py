@@ -204,6 +204,27 @@ def demo_orders(today: dt.date) -> list[dict[str, Any]]:
                 }
             ],
         },
+        {
+            # The carrier stopped scanning it (a scan 5 days ago, load_demo adds it): the worker's
+            # first sweep tells the shopper it is late (app.storage.late_parcels).
+            "number": "D-1010",
+            "placed_at": placed(8),
+            "currency": "USD",
+            "customer": _customer(10),
+            "shipping": {"region": "US-WA", "city": "Seattle", "postal_code": "98101"},
+            "lines": [_line("1", "MUG-BLUE", "Stoneware mug, blue", 1, 1800)],
+            "shipments": [
+                {
+                    "ref": "P1",
+                    "carrier": "usps",
+                    "tracking_number": "9400111899223856920010",
+                    "status": "in_transit",
+                    "promised_date": day(2),
+                    "shipped_at": placed(7),
+                    "lines": [{"line": "1", "quantity": 1}],
+                }
+            ],
+        },
     ]
 
 
@@ -300,24 +321,29 @@ async def load_demo(settings: Settings, now: dt.datetime) -> DemoLoaded:
                     await catalog.add_supply(conn, brand_id, sku, _parse(SupplyIn, supply), now)
             payloads = [_parse(OrderIn, o) for o in demo_orders(now.date())]
             results = await store.upsert(conn, brand_id, payloads, now, lambda i: f"orders[{i}].")
-            await parcels.add_checkpoint(
-                conn,
-                brand_id,
-                "D-1001",
-                "P2",
-                _parse(
-                    CheckpointIn,
-                    {
-                        "occurred_at": (now - dt.timedelta(hours=5)).isoformat(),
-                        "status": "in_transit",
-                        "description": "Departed regional facility",
-                        "city": "Sacramento",
-                        "region": "CA",
-                        "country": "US",
-                    },
-                ),
-                now,
-            )
+            scans = [
+                ("D-1001", 5, "Departed regional facility", "Sacramento", "CA"),
+                ("D-1010", 5 * 24, "Arrived at regional facility", "Denver", "CO"),
+            ]
+            for number, hours_ago, description, city, region in scans:
+                await parcels.add_checkpoint(
+                    conn,
+                    brand_id,
+                    number,
+                    "P2" if number == "D-1001" else "P1",
+                    _parse(
+                        CheckpointIn,
+                        {
+                            "occurred_at": (now - dt.timedelta(hours=hours_ago)).isoformat(),
+                            "status": "in_transit",
+                            "description": description,
+                            "city": city,
+                            "region": region,
+                            "country": "US",
+                        },
+                    ),
+                    now,
+                )
         urls = {r.number: services.tracking_url(r.token) for r in results}
         return DemoLoaded(key.secret, urls)
     finally:

@@ -1,7 +1,8 @@
 """The demo, run as an operator runs it: messages in the dev inbox, a reply, a webhook.
 
 `whereabouts demo` in a subprocess on a free port; a supply date moved through the API puts one
-email and one SMS per affected shopper in the dev inbox; a signed reply to the choice SMS (the
+email and one SMS per affected shopper in the dev inbox (D-1010's stalled parcel has had its own);
+a signed reply to the choice SMS (the
 `whereabouts sms reply` command) records the choice, the page shows it, and the brand's
 receiver gets a signed `choice.made` webhook.
 """
@@ -98,6 +99,16 @@ def test_the_demo_shows_news_takes_a_reply_and_tells_the_brand(
     )
     assert "1 to keep waiting" in choice_sms[0]["body"]
     assert choice_sms[0]["segments"] <= 2
+
+    # D-1010's carrier stopped scanning 5 days ago: the worker's first sweep told its shopper.
+    def stall_news() -> list[dict[str, Any]]:
+        mine = [m for m in _inbox(url) if m["to"] in {"+14155550010", "shopper10@example.com"}]
+        return mine if {m["channel"] for m in mine} == {"email", "sms"} else []
+
+    stalled = _until(stall_news)
+    assert len(stalled) == 2
+    sms = next(m for m in stalled if m["channel"] == "sms")
+    assert "A parcel from order D-1010 is delayed." in sms["body"]
 
     before = {m["id"] for m in _inbox(url)}
     moved = httpx.patch(

@@ -1,7 +1,7 @@
 """Fixtures for the shopper-facing pages: the demo brand in every test's database, a real server.
 
 Every test here starts from the demo (`app.demo.load_demo`): brand `demo` with orders D-1001 to
-D-1009. On SQLite the demo is loaded once per session into a template file that each test copies;
+D-1010. On SQLite the demo is loaded once per session into a template file that each test copies;
 on PostgreSQL it is loaded into each test's fresh database. The app and the `db` fixture only open
 the database once the demo is in place. `server` serves the same app instance over real HTTP on
 127.0.0.1, for the event stream (httpx's ASGI transport buffers whole responses).
