@@ -27,6 +27,15 @@ from tests.fakes.twilio import FakeTwilio
 
 # 10:00 in Los Angeles (the factory customer's timezone): outside default quiet hours.
 START = dt.datetime(2026, 11, 2, 18, 0, tzinfo=dt.UTC)
+# A shopper who takes email and SMS, in Los Angeles.
+SHOPPER = {
+    "email": "ada@example.com",
+    "phone": "+14155550123",
+    "name": "Ada",
+    "locale": "en-US",
+    "timezone": "America/Los_Angeles",
+    "sms_consent": True,
+}
 
 
 @pytest.fixture

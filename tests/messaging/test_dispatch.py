@@ -21,18 +21,10 @@ from tests.eta.helpers import Api, backordered, in_stock
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.server import Fault
 from tests.fakes.twilio import FakeTwilio, twilio_error
-from tests.messaging.conftest import SMS_FROM, make_dispatcher, outbox
+from tests.messaging.conftest import SHOPPER, SMS_FROM, make_dispatcher, outbox
 
 pytestmark = pytest.mark.anyio
 
-SHOPPER = {
-    "email": "ada@example.com",
-    "phone": "+14155550123",
-    "name": "Ada",
-    "locale": "en-US",
-    "timezone": "America/Los_Angeles",
-    "sms_consent": True,
-}
 LATER = dt.timedelta(minutes=11)
 
 

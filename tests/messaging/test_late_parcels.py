@@ -24,18 +24,10 @@ from tests.eta.conftest import FixedClock
 from tests.eta.helpers import Api, in_stock
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
-from tests.messaging.conftest import make_dispatcher, outbox
+from tests.messaging.conftest import SHOPPER, make_dispatcher, outbox
 
 pytestmark = pytest.mark.anyio
 
-SHOPPER = {
-    "email": "ada@example.com",
-    "phone": "+14155550123",
-    "name": "Ada",
-    "locale": "en-US",
-    "timezone": "America/Los_Angeles",
-    "sms_consent": True,
-}
 DAY = dt.timedelta(days=1)
 NOON = dt.time(12, 0)
 
@@ -59,6 +51,12 @@ async def _ship(api: Api, number: str = "A-1", placed: str | None = None, **parc
         **parcel,
     }
     await api.call("POST", f"/orders/{number}/shipments", body, 201)
+
+
+async def _scan(api: Api, when: str, status: str, description: str) -> None:
+    """A carrier scan of A-1's parcel."""
+    scan = {"occurred_at": when, "status": status, "description": description}
+    await api.call("POST", "/orders/A-1/shipments/P1/checkpoints", scan, 201)
 
 
 async def _late_news(db: Database) -> list[dict[str, Any]]:
@@ -166,12 +164,8 @@ async def test_a_parcel_past_its_date_is_told_once_then_again_for_a_new_date(
     api: Api, db: Database, clock: FixedClock, dispatcher: Dispatcher, sendgrid: FakeSendGrid
 ) -> None:
     await _ship(api, promised_date="2026-11-05")
-    await api.call(  # scanned daily: no stall, the date alone makes it late
-        "POST",
-        "/orders/A-1/shipments/P1/checkpoints",
-        {"occurred_at": "2026-11-05T09:00:00Z", "status": "in_transit", "description": "Hub"},
-        201,
-    )
+    # Scanned on the 5th: no stall, the date alone makes it late.
+    await _scan(api, "2026-11-05T09:00:00Z", "in_transit", "Hub")
     clock.set(at("2026-11-05", dt.time(23, 59)))
     await dispatcher.run_once()
     assert await _late_news(db) == []
@@ -190,12 +184,7 @@ async def test_a_parcel_past_its_date_is_told_once_then_again_for_a_new_date(
     assert await _late_news(db) == [overdue]
     # The carrier gives a later date (news of its own when it comes), and misses it too.
     await api.call("PATCH", "/orders/A-1/shipments/P1", {"carrier_eta": "2026-11-08"})
-    await api.call(
-        "POST",
-        "/orders/A-1/shipments/P1/checkpoints",
-        {"occurred_at": "2026-11-08T09:00:00Z", "status": "in_transit", "description": "Hub"},
-        201,
-    )
+    await _scan(api, "2026-11-08T09:00:00Z", "in_transit", "Hub")
     assert await _sweep(db, at("2026-11-08", dt.time(23, 0))) == 0
     assert await _sweep(db, at("2026-11-09", dt.time(1, 0))) == 1
     assert (await _late_news(db))[-1] == {**overdue, "promised": "2026-11-08"}
@@ -224,22 +213,12 @@ async def test_a_parcel_without_scans_stalls_once_per_movement(
     assert "A parcel from order A-1 is delayed.\nWe are following it closely." in sms.form["Body"]
     assert await _sweep(db, at("2026-11-20")) == 0  # still no scan: told already
     # It moves, then stops again: a new stall.
-    await api.call(
-        "POST",
-        "/orders/A-1/shipments/P1/checkpoints",
-        {"occurred_at": "2026-11-20T10:00:00Z", "status": "in_transit", "description": "Moved"},
-        201,
-    )
+    await _scan(api, "2026-11-20T10:00:00Z", "in_transit", "Moved")
     assert await _sweep(db, at("2026-11-23")) == 0
     assert await _sweep(db, at("2026-11-24", dt.time(10, 0))) == 1
     assert await _late_news(db) == [stalled, stalled]
     # Delivered: never late again.
-    await api.call(
-        "POST",
-        "/orders/A-1/shipments/P1/checkpoints",
-        {"occurred_at": "2026-11-25T10:00:00Z", "status": "delivered", "description": "Left"},
-        201,
-    )
+    await _scan(api, "2026-11-25T10:00:00Z", "delivered", "Left")
     assert await _sweep(db, at("2026-12-30")) == 0
 
 
@@ -254,12 +233,7 @@ async def test_a_carrier_delay_told_since_the_last_scan_is_not_told_again_as_a_s
         {"trigger": "shipment_delayed", **delay}
     ]
     assert await _sweep(db, at("2026-11-09")) == 0  # a week without a scan: the same news
-    await api.call(
-        "POST",
-        "/orders/A-1/shipments/P1/checkpoints",
-        {"occurred_at": "2026-11-08T10:00:00Z", "status": "in_transit", "description": "Moved"},
-        201,
-    )
+    await _scan(api, "2026-11-08T10:00:00Z", "in_transit", "Moved")
     assert await _sweep(db, at("2026-11-12", dt.time(9, 59))) == 0
     # Moved since, and stopped again: news, with the carrier's date still ahead.
     assert await _sweep(db, at("2026-11-12", dt.time(10, 0))) == 1

@@ -34,18 +34,10 @@ from tests.eta.helpers import Api, backordered
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.server import Fault
 from tests.fakes.twilio import FakeTwilio
-from tests.messaging.conftest import make_dispatcher, outbox
+from tests.messaging.conftest import SHOPPER, make_dispatcher, outbox
 
 pytestmark = pytest.mark.anyio
 
-SHOPPER = {
-    "email": "ada@example.com",
-    "phone": "+14155550123",
-    "name": "Ada",
-    "locale": "en-US",
-    "timezone": "America/Los_Angeles",
-    "sms_consent": True,
-}
 # The same words for every order, so two orders' texts to one number are identical.
 SAME_TEXT = "{{ brand.name }}: an item of yours is on backorder. We will text you its date."
 
