@@ -67,6 +67,7 @@ class BrandLook:
     support_email: str | None
     support_phone: str | None
     support_url: str | None
+    stall_after_days: int = 4
 
     @property
     def theme_key(self) -> str:
@@ -198,6 +199,7 @@ class Pages:
             support_email=row.support_email,
             support_phone=row.support_phone,
             support_url=row.support_url,
+            stall_after_days=row.stall_after_days,
         )
         self._brands[brand_id] = look
         return look

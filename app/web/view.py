@@ -15,6 +15,7 @@ from app.api.models import LineOut, OrderOut, ShipmentOut
 # Parcel states in which the parcel is still travelling towards the shopper.
 MOVING = frozenset({"label_created", "in_transit", "out_for_delivery"})
 TROUBLE = frozenset({"exception", "returned", "lost"})
+STALLABLE = frozenset({"in_transit", "out_for_delivery"})  # with the carrier, to be scanned
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ class Parcel:
     carrier_eta: dt.date | None
     delivered_at: dt.datetime | None
     delayed: bool
-    scans: list[Scan]
+    scans: list[Scan]  # newest first
     items: list[Item]
+    shipped_at: dt.datetime | None = None
 
     @property
     def moving(self) -> bool:
@@ -56,6 +58,21 @@ class Parcel:
     @property
     def trouble(self) -> bool:
         return self.status in TROUBLE
+
+    def quiet_since(
+        self, today: dt.date, timezone: dt.tzinfo, stall_after_days: int
+    ) -> dt.date | None:
+        """The day of the last news from the carrier (its newest scan, else the day it shipped),
+        when the parcel is with the carrier and that was `stall_after_days` or more days ago.
+
+        Whole days, so the page changes only when the day does (its cache and validators are
+        per day); the shopper's message (app.storage.late_parcels) goes by the hour, within it.
+        """
+        moved = self.scans[0].when if self.scans else self.shipped_at
+        if self.status not in STALLABLE or moved is None:
+            return None
+        day = moved.astimezone(timezone).date()
+        return day if (today - day).days >= stall_after_days else None
 
     def late_on(self, today: dt.date) -> dt.date | None:
         """The last date given (promised, or the carrier's if later), when it passed undelivered."""
@@ -189,6 +206,7 @@ def _parcel(number: int, shipment: ShipmentOut, lines: dict[str, LineOut]) -> Pa
         carrier_eta=shipment.carrier_eta,
         delivered_at=shipment.delivered_at,
         delayed=shipment.delayed,
+        shipped_at=shipment.shipped_at,
         scans=[
             Scan(
                 scan.occurred_at,

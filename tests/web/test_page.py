@@ -183,6 +183,26 @@ async def test_a_parcel_past_its_last_date_says_so_instead_of_a_date_gone_by(cli
     assert moving.find(cls="parcel__when").text.strip().startswith(f"Expected {day(today)}")
 
 
+async def test_a_parcel_the_carrier_stopped_scanning_says_since_when(client, demo):
+    # D-1010's newest scan is 5 days old; the brand's threshold is 4 days.
+    order = await get_order(client, demo, "D-1010")
+    (scan,) = order["shipments"][0]["checkpoints"]
+    brand_zone = zoneinfo.ZoneInfo("America/Los_Angeles")  # the demo brand's: its pages' days
+    scanned = dt.datetime.fromisoformat(scan["occurred_at"]).astimezone(brand_zone).date()
+    (card,) = (await page_of(client, demo, "D-1010")).find_all("article", cls="parcel")
+    assert [b.text for b in card.find_all(cls="badge")] == ["On its way", "Delayed"]
+    assert card.find(cls="parcel__quiet").text == f"No news from the carrier since {day(scanned)}."
+    # Scanned hours ago: nothing to say.
+    (fresh, _) = (await page_of(client, demo, "D-1001")).find_all("article", cls="parcel")
+    assert fresh.find_all(cls="parcel__quiet") == []
+    # A brand that waits longer says nothing yet (its pages are rendered anew on the change).
+    patched = await client.patch(f"{API}/brand", json={"stall_after_days": 6}, headers=demo.headers)
+    assert patched.status_code == 200, patched.text
+    (card,) = (await page_of(client, demo, "D-1010")).find_all("article", cls="parcel")
+    assert [b.text for b in card.find_all(cls="badge")] == ["On its way"]
+    assert card.find_all(cls="parcel__quiet") == []
+
+
 async def test_each_backorder_type_says_where_its_date_comes_from(client, demo):
     today = demo.now.date()  # the demo dates its supply from this day
     expected = {}
