@@ -108,6 +108,13 @@ MOVING = frozenset({"in_transit", "out_for_delivery"})
 LATE_NEWS_WINDOW = dt.timedelta(days=7)
 
 
+def last_date(promised: dt.date | None, carrier_eta: dt.date | None) -> dt.date | None:
+    """The last date the shopper was given for a parcel: the later of the promise and the
+    carrier's date (app.storage.late_parcels writes the same in SQL)."""
+    dates = [d for d in (promised, carrier_eta) if d is not None]
+    return max(dates) if dates else None
+
+
 @dataclass(frozen=True, slots=True)
 class Lateness:
     """Why a parcel is late now.
@@ -144,8 +151,7 @@ def lateness(
     """
     if status not in UNDELIVERED:
         return None
-    dates = [d for d in (promised, carrier_eta) if d is not None]
-    due = max(dates) if dates else None
+    due = last_date(promised, carrier_eta)
     if due is not None and today - LATE_NEWS_WINDOW <= due < today and late_for != due:
         return Lateness("overdue", due, due)
     told_since_move = late_told_at is not None and late_told_at >= last_move

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from app.api.models import LineOut, OrderOut, ShipmentOut
+from app.domain.parcels import last_date
 
 # Parcel states in which the parcel is still travelling towards the shopper.
 MOVING = frozenset({"label_created", "in_transit", "out_for_delivery"})
@@ -76,10 +77,8 @@ class Parcel:
 
     def late_on(self, today: dt.date) -> dt.date | None:
         """The last date given (promised, or the carrier's if later), when it passed undelivered."""
-        dates = [d for d in (self.promised_date, self.carrier_eta) if d is not None]
-        if self.status in MOVING and dates and max(dates) < today:
-            return max(dates)
-        return None
+        due = last_date(self.promised_date, self.carrier_eta)
+        return due if self.status in MOVING and due is not None and due < today else None
 
 
 @dataclass(frozen=True)

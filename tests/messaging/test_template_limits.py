@@ -288,7 +288,7 @@ def test_a_machine_busy_elsewhere_does_not_use_up_the_budget(
                 if rendering():  # still: the stall was inside the render
                     stalls.append(time.perf_counter() - started)
                 return
-            time.sleep(0.0005)
+            time.sleep(0.0005)  # poll
 
     thread = threading.Thread(target=hog)
     thread.start()
