@@ -202,7 +202,11 @@ async def _news(
                 dates = {"promised": data.get("due"), "carrier_eta": None}
             else:
                 version = f"stalled:{data.get('last_scan_at')}"
-                dates = {"promised": data.get("promised_date"), "carrier_eta": None}
+                dates = {
+                    "promised": data.get("promised_date"),
+                    "carrier_eta": None,
+                    "quiet_since": data.get("last_scan_at"),
+                }
                 carrier, promised = data.get("carrier_eta"), data.get("promised_date")
                 if carrier and (not promised or carrier > promised):  # ISO dates: text order
                     dates["carrier_eta"] = carrier  # still ahead, and the later date

@@ -190,6 +190,7 @@ class Story:
     status: str | None = None  # shipment_exception: exception | lost | returned
     promised: dt.date | None = None
     carrier_eta: dt.date | None = None
+    quiet_since: dt.date | None = None  # shipment_delayed, a stall: the carrier's last news, local
     span_from: dt.date | None = None  # delivery range covering every line the news is about
     span_to: dt.date | None = None
     replies: Mapping[str, str] = field(default_factory=dict)  # keep/switch/refund -> SMS reply
@@ -1546,6 +1547,13 @@ def _day(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+def _local_day(value: Any, timezone: str) -> dt.date | None:
+    """The shopper's day of an ISO instant."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value).astimezone(zoneinfo.ZoneInfo(timezone)).date()
+
+
 def _span(lines: tuple[LineInfo, ...]) -> tuple[dt.date | None, dt.date | None]:
     """Return the delivery range covering every line, or nothing if one has no date yet."""
     if not lines or any(line.delivery_from is None or line.delivery_to is None for line in lines):
@@ -1608,6 +1616,7 @@ def _story(ctx: MessageContext, item: NewsItem) -> Story:
         parcel=next((p for p in order.parcels if p.ref == data.get("shipment")), None),
         promised=_day(data.get("promised")),
         carrier_eta=_day(data.get("carrier_eta")),
+        quiet_since=_local_day(data.get("quiet_since"), ctx.timezone),
         status=data.get("status"),
         span_from=start,
         span_to=end,

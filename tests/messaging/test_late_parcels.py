@@ -199,24 +199,44 @@ async def test_late_is_after_the_day_ends_where_the_brand_is(api: Api, db: Datab
 
 
 async def test_a_parcel_without_scans_stalls_once_per_movement(
-    api: Api, db: Database, twilio: FakeTwilio, clock: FixedClock, dispatcher: Dispatcher
+    api: Api,
+    db: Database,
+    twilio: FakeTwilio,
+    sendgrid: FakeSendGrid,
+    clock: FixedClock,
+    dispatcher: Dispatcher,
 ) -> None:
     await _ship(api)  # no promised date: only a stall can make it late
     assert await _sweep(db, at("2026-11-06", dt.time(16, 59))) == 0  # 4 days less a minute
     clock.set(at("2026-11-06", dt.time(17, 0)))
     await dispatcher.run_once()
-    stalled = {"shipment": "P1", "promised": None, "carrier_eta": None, "reason": "stalled"}
+    stalled = {
+        "shipment": "P1",
+        "promised": None,
+        "carrier_eta": None,
+        "quiet_since": "2026-11-02T17:00:00+00:00",
+        "reason": "stalled",
+    }
     assert await _late_news(db) == [stalled]
     clock.advance(minutes=11)
     await dispatcher.run_once()
     (sms,) = twilio.received
     assert "A parcel from order A-1 is delayed.\nWe are following it closely." in sms.form["Body"]
+    (mail,) = sendgrid.received
+    text = next(c["value"] for c in mail.body["content"] if c["type"] == "text/plain")
+    # The shopper's day of the carrier's last news (9:00 in Los Angeles).
+    assert "No news from the carrier since Nov 2, 2026.\nThe carrier has not given" in text
+    html = next(c["value"] for c in mail.body["content"] if c["type"] == "text/html")
+    assert "No news from the carrier since Nov 2, 2026." in html
     assert await _sweep(db, at("2026-11-20")) == 0  # still no scan: told already
     # It moves, then stops again: a new stall.
     await _scan(api, "2026-11-20T10:00:00Z", "in_transit", "Moved")
     assert await _sweep(db, at("2026-11-23")) == 0
     assert await _sweep(db, at("2026-11-24", dt.time(10, 0))) == 1
-    assert await _late_news(db) == [stalled, stalled]
+    assert await _late_news(db) == [
+        stalled,
+        {**stalled, "quiet_since": "2026-11-20T10:00:00+00:00"},
+    ]
     # Delivered: never late again.
     await _scan(api, "2026-11-25T10:00:00Z", "delivered", "Left")
     assert await _sweep(db, at("2026-12-30")) == 0
@@ -237,7 +257,9 @@ async def test_a_carrier_delay_told_since_the_last_scan_is_not_told_again_as_a_s
     assert await _sweep(db, at("2026-11-12", dt.time(9, 59))) == 0
     # Moved since, and stopped again: news, with the carrier's date still ahead.
     assert await _sweep(db, at("2026-11-12", dt.time(10, 0))) == 1
-    assert await _late_news(db) == [{**delay, "reason": "stalled"}]
+    assert await _late_news(db) == [
+        {**delay, "quiet_since": "2026-11-08T10:00:00+00:00", "reason": "stalled"}
+    ]
 
 
 async def test_an_upgrade_does_not_tell_a_backlog_of_old_parcels(api: Api, db: Database) -> None:
