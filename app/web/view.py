@@ -11,12 +11,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from app.api.models import LineOut, OrderOut, ShipmentOut
-from app.domain.parcels import last_date
+from app.domain.parcels import MOVING as WITH_CARRIER
+from app.domain.parcels import UNDELIVERED, last_date
 
 # Parcel states in which the parcel is still travelling towards the shopper.
-MOVING = frozenset({"label_created", "in_transit", "out_for_delivery"})
+MOVING = UNDELIVERED
 TROUBLE = frozenset({"exception", "returned", "lost"})
-STALLABLE = frozenset({"in_transit", "out_for_delivery"})  # with the carrier, to be scanned
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Parcel:
         per day); the shopper's message (app.storage.late_parcels) goes by the hour, within it.
         """
         moved = self.scans[0].when if self.scans else self.shipped_at
-        if self.status not in STALLABLE or moved is None:
+        if self.status not in WITH_CARRIER or moved is None:
             return None
         day = moved.astimezone(timezone).date()
         return day if (today - day).days >= stall_after_days else None
